@@ -1,0 +1,1 @@
+"""gpu-provider: the provider daemon that sells Kubernetes GPU capacity on a decentralized marketplace."""
