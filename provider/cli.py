@@ -115,13 +115,19 @@ def _add_devcluster(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     s = p.add_subparsers(dest="devcluster_command", required=True, metavar="COMMAND")
     up = s.add_parser("up", help="build (once) and start the cluster; prints the kubeconfig path")
-    up.add_argument("--pool", metavar="SPEC", help="GPU node pool, e.g. 'h100:4x8,a100:2x8,rtx4090:2x4,cpu:1' (default)")
+    up.add_argument(
+        "--pool", metavar="SPEC", help="GPU node pool, e.g. 'h100:4x8,a100:2x8,rtx4090:2x4,cpu:1' (default)"
+    )
     up.add_argument("--taint", action="store_true", help="taint GPU nodes with nvidia.com/gpu=present:NoSchedule")
     up.add_argument("--timeout", type=float, default=180.0, metavar="SECONDS", help="how long to wait for readiness")
     s.add_parser("down", help="stop every process it started and remove its state")
     s.add_parser("status", help="show components, nodes and the kubeconfig path")
     for cmd in s.choices.values():
-        cmd.add_argument("--state-dir", metavar="DIR", help="where the cluster keeps its state (default: ~/.cache/gpu-provider/devcluster/state)")
+        cmd.add_argument(
+            "--state-dir",
+            metavar="DIR",
+            help="where the cluster keeps its state (default: ~/.cache/gpu-provider/devcluster/state)",
+        )
     p.set_defaults(func=_cmd_devcluster)
 
 

@@ -55,7 +55,7 @@ class Decoder:
     def _visit(self, node: Node, loc: m.Loc) -> None:
         self.visits += 1
         if self.visits > MAX_ALIAS_VISITS:
-            raise _AliasBomb(loc)
+            raise _AliasBombError(loc)
 
     # -- generic shapes --------------------------------------------------------------------------
     def entries(self, node: Node, loc: m.Loc, *, what: str = "a mapping") -> Iterator[tuple[str, Node, m.Loc]]:
@@ -72,7 +72,9 @@ class Decoder:
                 self.error(loc.child("?", key_node.line, key_node.column), "a key must be a plain string")
                 continue
             key = key_node.value if key_node.tag != NULL else ""
-            child = loc.child(key, key_node.line, key_node.column)
+            # point at a scalar value (what is wrong is usually the value), else at the key
+            at = value if value.kind == "scalar" and not value.is_null else key_node
+            child = loc.child(key, at.line, at.column)
             if key_node.tag == MERGE:
                 for source in value.children if value.kind == "sequence" else [value]:
                     if source.kind != "mapping":
@@ -90,9 +92,7 @@ class Decoder:
         yield from explicit
         yield from (e for e in merged if e[0] not in seen)
 
-    def fields(
-        self, node: Node, loc: m.Loc, known: tuple[str, ...], what: str
-    ) -> dict[str, tuple[Node, m.Loc]]:
+    def fields(self, node: Node, loc: m.Loc, known: tuple[str, ...], what: str) -> dict[str, tuple[Node, m.Loc]]:
         """A struct-like mapping: known keys returned; unknown ones are ignored by Akash, so we warn."""
         out: dict[str, tuple[Node, m.Loc]] = {}
         for key, value, child in self.entries(node, loc, what=what):
@@ -155,9 +155,7 @@ class Decoder:
     def string_map(self, node: Node, loc: m.Loc) -> dict[str, str]:
         return {k: self.string(v, child) for k, v, child in self.entries(node, loc)}
 
-    def listed(
-        self, node: Node, loc: m.Loc, item: Callable[[Node, m.Loc], T | None], what: str
-    ) -> tuple[T, ...]:
+    def listed(self, node: Node, loc: m.Loc, item: Callable[[Node, m.Loc], T | None], what: str) -> tuple[T, ...]:
         self._visit(node, loc)
         if node.is_null:
             return ()
@@ -237,7 +235,10 @@ class Decoder:
         global_ = self.boolean(*f["global"]) if "global" in f else False
         if "http_options" in f:
             self.http_options(*f["http_options"])
-            self.warn(f["http_options"][1], "http_options under 'to' is ignored by Akash; put it on the expose entry")
+            self.warn(
+                f["http_options"][1],
+                "http_options under 'to' is ignored by Akash; put it on the expose entry",
+            )
         ip = self.string(*f["ip"]) if "ip" in f else ""
         return m.ExposeTo(service, global_, ip, loc)
 
@@ -353,12 +354,13 @@ class Decoder:
             else:
                 self.error(child, f"unsupported gpu field {key!r}; use units and attributes")
         if units > 0 and not has_attrs:
-            self.error(loc, "GPU attributes are required when units > 0; add attributes.vendor.nvidia (empty means any model)")
+            self.error(
+                loc,
+                "GPU attributes are required when units > 0; add attributes.vendor.nvidia (empty means any model)",
+            )
         return units, attrs, models
 
-    def gpu_attributes(
-        self, node: Node, loc: m.Loc
-    ) -> tuple[tuple[tuple[str, str], ...], tuple[m.GpuModel, ...]]:
+    def gpu_attributes(self, node: Node, loc: m.Loc) -> tuple[tuple[tuple[str, str], ...], tuple[m.GpuModel, ...]]:
         vendor: Node | None = None
         vendor_loc = loc
         for key, value, child in self.entries(node, loc, what="gpu attributes (vendor)"):
@@ -388,7 +390,10 @@ class Decoder:
             self.error(vendor_loc, "the same GPU model is listed twice; list each model once")
         for k in keys:
             if not _ATTRIBUTE_KEY.match(k):
-                self.error(vendor_loc, f"GPU model key {k!r} is not valid: use letters, digits, '-', '_', '.' (e.g. h100, rtx4090)")
+                self.error(
+                    vendor_loc,
+                    f"GPU model key {k!r} is not valid: use letters, digits, '-', '_', '.' (e.g. h100, rtx4090)",
+                )
         return ordered, tuple(models)
 
     def gpu_model(self, node: Node, loc: m.Loc) -> m.GpuModel | None:
@@ -458,11 +463,12 @@ class Decoder:
         elif persistent == "false":
             self.error(loc, f"class {cls!r} is only for persistent volumes; add persistent: true, or drop the class")
         out: list[tuple[str, str]] = []
-        for key, value in raw.items():
+        for key, written in raw.items():
+            value = written
             if key == "persistent":
-                norm = _BOOL_TRUE.get(value)
+                norm = _BOOL_TRUE.get(written)
                 if norm is None:
-                    self.error(loc, f"persistent must be true or false, not {value!r}")
+                    self.error(loc, f"persistent must be true or false, not {written!r}")
                     continue
                 value = norm
             elif key == "class":
@@ -520,7 +526,10 @@ class Decoder:
             self.error(amount_loc, "amount is zero; the maximum price per block must be positive")
             return None
         if amount < 0:
-            self.error(amount_loc, f"amount {amount_text!r} is negative; the maximum price per block must be positive")
+            self.error(
+                amount_loc,
+                f"amount {amount_text!r} is negative; the maximum price per block must be positive",
+            )
             return None
         if not valid_denom(denom):
             denom_loc = f["denom"][1] if "denom" in f else loc
@@ -558,7 +567,7 @@ class Decoder:
         return out
 
 
-class _AliasBomb(Exception):
+class _AliasBombError(Exception):
     def __init__(self, loc: m.Loc) -> None:
         super().__init__()
         self.loc = loc

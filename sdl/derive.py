@@ -81,9 +81,15 @@ def _http_options(opts: m.HttpOptionsIn, loc: m.Loc, report: _Reporter) -> s.Htt
     where = opts.loc or loc
     body = opts.max_body_size or DEFAULT_BODY_SIZE
     if opts.max_body_size > MAX_BODY_SIZE:
-        report(where.child("max_body_size", where.line, where.column), f"must be at most {MAX_BODY_SIZE} bytes (100 MiB)")
+        report(
+            where.child("max_body_size", where.line, where.column),
+            f"must be at most {MAX_BODY_SIZE} bytes (100 MiB)",
+        )
     if opts.proxy_buffer_size > MAX_PROXY_BUFFER:
-        report(where.child("proxy_buffer_size", where.line, where.column), f"must be at most {MAX_PROXY_BUFFER} bytes (1 MiB)")
+        report(
+            where.child("proxy_buffer_size", where.line, where.column),
+            f"must be at most {MAX_PROXY_BUFFER} bytes (1 MiB)",
+        )
     for name, value in (("read_timeout", opts.read_timeout), ("send_timeout", opts.send_timeout)):
         if value > MAX_TIMEOUT_MS:
             report(where.child(name, where.line, where.column), f"must be at most {MAX_TIMEOUT_MS} ms")
@@ -91,9 +97,15 @@ def _http_options(opts: m.HttpOptionsIn, loc: m.Loc, report: _Reporter) -> s.Htt
     if opts.next_cases:
         for case in opts.next_cases:
             if case not in NEXT_CASES:
-                report(where.child("next_cases", where.line, where.column), f"unknown next case {case!r}; use {', '.join(NEXT_CASES)}")
+                report(
+                    where.child("next_cases", where.line, where.column),
+                    f"unknown next case {case!r}; use {', '.join(NEXT_CASES)}",
+                )
             elif case == "off" and len(opts.next_cases) != 1:
-                report(where.child("next_cases", where.line, where.column), "'off' cannot be combined with other cases")
+                report(
+                    where.child("next_cases", where.line, where.column),
+                    "'off' cannot be combined with other cases",
+                )
     return s.HttpOptions(
         max_body_size=body,
         read_timeout=opts.read_timeout or MAX_TIMEOUT_MS,
@@ -136,7 +148,10 @@ def _manifest_exposes(svc: m.Service, seqs: dict[str, int], report: _Reporter) -
         if proto == "":
             proto = "TCP"
         if proto not in ("TCP", "UDP"):
-            report(expose.loc.child("proto", expose.loc.line, expose.loc.column), f"unsupported protocol {expose.proto!r}; use tcp or udp")
+            report(
+                expose.loc.child("proto", expose.loc.line, expose.loc.column),
+                f"unsupported protocol {expose.proto!r}; use tcp or udp",
+            )
         http = _http_options(expose.http_options, expose.loc, report)
         targets = expose.to or (m.ExposeTo("", False, "", expose.loc),)
         for to in targets:
@@ -190,7 +205,9 @@ def _build(sdl: m.Sdl, report: _Reporter) -> tuple[tuple[s.GroupSpec, ...], s.Ma
     merge_units = sdl.version == "2.1"
     builders: dict[str, _GroupBuilder] = {}
     for entry in sdl.deployment:
-        svc = sdl.services.get(entry.service) or m.Service(entry.service, "", None, None, None, (), None, None, entry.loc)
+        svc = sdl.services.get(entry.service) or m.Service(
+            entry.service, "", None, None, None, (), None, None, entry.loc
+        )
         compute = sdl.compute.get(entry.profile)
         placement = sdl.placements.get(entry.placement)
         price = placement.pricing.get(entry.profile) if placement else None
@@ -220,7 +237,8 @@ def _build(sdl: m.Sdl, report: _Reporter) -> tuple[tuple[s.GroupSpec, ...], s.Ma
             unit = group.units[location]
             rid = unit.resources.id
             merged = s.go_sort(
-                list(unit.resources.endpoints) + list(endpoints), lambda a, b: a.sequence_number < b.sequence_number
+                list(unit.resources.endpoints) + list(endpoints),
+                lambda a, b: a.sequence_number < b.sequence_number,
             )
             group.units[location] = s.ResourceUnit(
                 _replace_endpoints(unit.resources, tuple(merged)), unit.count + entry.count, unit.price
@@ -230,15 +248,22 @@ def _build(sdl: m.Sdl, report: _Reporter) -> tuple[tuple[s.GroupSpec, ...], s.Ma
     manifest: list[s.ManifestGroup] = []
     for name in sorted(builders):
         b = builders[name]
-        attrs = None if b.attributes is None else tuple(sorted(b.attributes, key=lambda a: a.key))
-        groups.append(s.GroupSpec(b.name, attrs, b.all_of, b.any_of, tuple(b.units)))
+        sorted_attrs = None if b.attributes is None else tuple(sorted(b.attributes, key=lambda a: a.key))
+        groups.append(s.GroupSpec(b.name, sorted_attrs, b.all_of, b.any_of, tuple(b.units)))
         manifest.append(s.ManifestGroup(b.name, tuple(sorted(b.services, key=lambda x: x.name))))
     return tuple(groups), tuple(manifest)
 
 
 def _replace_endpoints(res: s.Resources, endpoints: tuple[s.Endpoint, ...]) -> s.Resources:
     return s.Resources(
-        res.id, res.cpu_millis, res.cpu_attributes, res.memory_bytes, res.storage, res.gpu_units, res.gpu_attributes, endpoints
+        res.id,
+        res.cpu_millis,
+        res.cpu_attributes,
+        res.memory_bytes,
+        res.storage,
+        res.gpu_units,
+        res.gpu_attributes,
+        endpoints,
     )
 
 
@@ -261,14 +286,19 @@ def _apply_tee(svc: m.Service, compute: m.ComputeResources | None, group: _Group
 
 
 def _manifest_service(
-    sdl: m.Sdl, svc: m.Service, entry: m.DeploymentEntry, resources: s.Resources, exposes: tuple[s.ServiceExpose, ...]
+    sdl: m.Sdl,
+    svc: m.Service,
+    entry: m.DeploymentEntry,
+    resources: s.Resources,
+    exposes: tuple[s.ServiceExpose, ...],
 ) -> s.ManifestService:
     params = None
     if svc.params is not None:
         storage = None
         if svc.params.storage:
             storage = tuple(
-                s.StorageParams(p.volume, p.mount, p.read_only) for p in sorted(svc.params.storage, key=lambda p: p.volume)
+                s.StorageParams(p.volume, p.mount, p.read_only)
+                for p in sorted(svc.params.storage, key=lambda p: p.volume)
             )
         params = s.ServiceParams(storage, svc.params.permissions_read, svc.params.has_permissions, svc.params.tee)
     creds = None
@@ -298,7 +328,10 @@ def _manifest_service(
 def _validate(sdl: m.Sdl, report: _Reporter, root: m.Loc) -> None:
     for name, endpoint in sdl.endpoints.items():
         if not ENDPOINT_NAME.match(name):
-            report(endpoint.loc, f"endpoint name {name!r} is not valid: lowercase letters first, then letters, digits, '-' or '_' (2+ characters)")
+            report(
+                endpoint.loc,
+                f"endpoint name {name!r} is not valid: lowercase letters first, then letters, digits, '-' or '_' (2+ characters)",
+            )
         elif not endpoint.kind:
             report(endpoint.loc, f"endpoint {name!r} has no kind; write kind: ip")
         elif endpoint.kind != "ip":
@@ -311,10 +344,16 @@ def _validate(sdl: m.Sdl, report: _Reporter, root: m.Loc) -> None:
         placement = sdl.placements.get(entry.placement)
         svc = sdl.services.get(entry.service)
         if not compute_present:
-            report(entry.loc, f"{where}: no compute profile named {entry.profile!r}; define it under profiles.compute")
+            report(
+                entry.loc,
+                f"{where}: no compute profile named {entry.profile!r}; define it under profiles.compute",
+            )
             continue
         if placement is None:
-            report(entry.loc, f"{where}: no placement profile named {entry.placement!r}; define it under profiles.placement")
+            report(
+                entry.loc,
+                f"{where}: no placement profile named {entry.placement!r}; define it under profiles.placement",
+            )
             continue
         if entry.profile not in placement.pricing:
             report(
@@ -342,27 +381,36 @@ def _validate(sdl: m.Sdl, report: _Reporter, root: m.Loc) -> None:
                 if not to.global_:
                     report(to.loc, f"service {entry.service!r}: an ip endpoint needs global: true")
                     continue
-                endpoint = sdl.endpoints.get(to.ip)
+                target = sdl.endpoints.get(to.ip)
                 if endpoint is None:
-                    report(to.loc, f"service {entry.service!r}: no endpoint named {to.ip!r}; declare it under endpoints")
+                    report(
+                        to.loc,
+                        f"service {entry.service!r}: no endpoint named {to.ip!r}; declare it under endpoints",
+                    )
                     continue
                 if endpoint.kind != "ip":
-                    report(to.loc, f"service {entry.service!r}: endpoint {to.ip!r} has kind {endpoint.kind!r}, not ip")
+                    report(
+                        to.loc,
+                        f"service {entry.service!r}: endpoint {to.ip!r} has kind {endpoint.kind!r}, not ip",
+                    )
                     continue
                 used.add(to.ip)
-                key = (to.ip, expose.as_, expose.proto)
-                other = ports.get(key)
+                port_key = (to.ip, expose.as_, expose.proto)
+                other = ports.get(port_key)
                 if other is not None:
                     report(
                         to.loc,
                         f"ip endpoint {to.ip!r} port {expose.port} ({expose.proto or 'tcp'}) is already used by service {other!r}",
                     )
                     continue
-                ports[key] = entry.service
+                ports[port_key] = entry.service
         _validate_mounts(sdl, svc, compute, report)
     for name, endpoint in sdl.endpoints.items():
         if name not in used:
-            report(endpoint.loc, f"endpoint {name!r} is declared but never used; remove it or use it in an expose 'to: [{{ip: {name}}}]'")
+            report(
+                endpoint.loc,
+                f"endpoint {name!r} is declared but never used; remove it or use it in an expose 'to: [{{ip: {name}}}]'",
+            )
 
 
 def _validate_mounts(sdl: m.Sdl, svc: m.Service, compute: m.ComputeResources, report: _Reporter) -> None:
@@ -375,7 +423,10 @@ def _validate_mounts(sdl: m.Sdl, svc: m.Service, compute: m.ComputeResources, re
             report(p.loc, f"service {svc.name!r} references to no-existing compute volume named {p.volume!r}")
             continue
         if not p.mount.startswith("/"):
-            report(p.loc, f"invalid mount {p.mount!r} for volume {p.volume!r}: expected absolute path such as /data")
+            report(
+                p.loc,
+                f"invalid mount {p.mount!r} for volume {p.volume!r}: expected absolute path such as /data",
+            )
             continue
         if p.mount in mounts:
             report(p.loc, f"mount {p.mount!r} already in use by volume {mounts[p.mount]!r}")
@@ -406,13 +457,19 @@ def _check_groups(groups: tuple[s.GroupSpec, ...], sdl: m.Sdl, report: _Reporter
         loc = placement.loc if placement else root
         denoms = {u.price.denom for u in group.resources}
         if len(denoms) > 1:
-            report(loc, f"placement {group.name!r} prices its profiles in different denominations ({', '.join(sorted(denoms))}); use one")
+            report(
+                loc,
+                f"placement {group.name!r} prices its profiles in different denominations ({', '.join(sorted(denoms))}); use one",
+            )
             continue
         group_denom = next(iter(denoms), "")
         if index == 0:
             denom = group_denom
         elif group_denom != denom:
-            report(loc, f"all placements must be priced in one denomination ({denom} here, {group_denom} in {group.name!r})")
+            report(
+                loc,
+                f"all placements must be priced in one denomination ({denom} here, {group_denom} in {group.name!r})",
+            )
         _check_units(group, sdl, loc, report)
     if not denom:
         report(root, "no price denomination; set pricing amounts with a denom such as uakt")
@@ -441,7 +498,10 @@ def _check_units(group: s.GroupSpec, sdl: m.Sdl, loc: m.Loc, report: _Reporter) 
             report(where, "cpu is required: add cpu.units (e.g. 0.5 or 500m)")
             ok = False
         elif not MIN_UNIT_CPU <= r.cpu_millis <= MAX_UNIT_CPU:
-            report(where, f"cpu units {r.cpu_millis}m out of range: from {MIN_UNIT_CPU}m to {MAX_UNIT_CPU // 1000} cpus")
+            report(
+                where,
+                f"cpu units {r.cpu_millis}m out of range: from {MIN_UNIT_CPU}m to {MAX_UNIT_CPU // 1000} cpus",
+            )
             ok = False
         if r.gpu_units > MAX_UNIT_GPU:
             report(where, f"gpu units {r.gpu_units} out of range: at most {MAX_UNIT_GPU} per replica")
@@ -463,7 +523,11 @@ def _check_units(group: s.GroupSpec, sdl: m.Sdl, loc: m.Loc, report: _Reporter) 
                 if not MIN_UNIT_STORAGE <= v.size <= MAX_UNIT_STORAGE:
                     report(where, f"volume {v.name!r} size {v.size} bytes out of range: from 5Mi to 32Ti")
                     ok = False
-        for attrs, what in ((r.cpu_attributes, "cpu"), (r.gpu_attributes, "gpu"), *((v.attributes, "storage") for v in r.storage or ())):
+        for attrs, what in (
+            (r.cpu_attributes, "cpu"),
+            (r.gpu_attributes, "gpu"),
+            *((v.attributes, "storage") for v in r.storage or ()),
+        ):
             keys = [a.key for a in attrs]
             if any(not ATTRIBUTE_KEY.match(k) for k in keys) or len(set(keys)) != len(keys):
                 report(where, f"invalid {what} attributes")
@@ -473,7 +537,10 @@ def _check_units(group: s.GroupSpec, sdl: m.Sdl, loc: m.Loc, report: _Reporter) 
             report(where, "invalid price")
             ok = False
         elif price.amount > MAX_UNIT_PRICE:
-            report(where, f"price {price.amount} {price.denom} per block is above the chain's maximum of {MAX_UNIT_PRICE}")
+            report(
+                where,
+                f"price {price.amount} {price.denom} per block is above the chain's maximum of {MAX_UNIT_PRICE}",
+            )
             ok = False
         if not ok:
             return
@@ -482,11 +549,17 @@ def _check_units(group: s.GroupSpec, sdl: m.Sdl, loc: m.Loc, report: _Reporter) 
         total_gpu += r.gpu_units * unit.count
         total_mem += r.memory_bytes * unit.count
     if not 0 < total_cpu <= MAX_UNIT_CPU * MAX_UNIT_COUNT:
-        report(loc, f"placement {group.name!r}: total cpu must be above 0 and at most {MAX_UNIT_CPU * MAX_UNIT_COUNT // 1000} cpus (is every count at least 1?)")
+        report(
+            loc,
+            f"placement {group.name!r}: total cpu must be above 0 and at most {MAX_UNIT_CPU * MAX_UNIT_COUNT // 1000} cpus (is every count at least 1?)",
+        )
     if total_gpu and total_gpu > MAX_UNIT_GPU * MAX_UNIT_COUNT:
         report(loc, f"placement {group.name!r}: total gpus above {MAX_UNIT_GPU * MAX_UNIT_COUNT}")
     if not 0 < total_mem <= MAX_UNIT_MEMORY * MAX_UNIT_COUNT:
-        report(loc, f"placement {group.name!r}: total memory must be above 0 and at most 100Ti (is every count at least 1?)")
+        report(
+            loc,
+            f"placement {group.name!r}: total memory must be above 0 and at most 100Ti (is every count at least 1?)",
+        )
 
 
 def _check_manifest(manifest: s.Manifest, sdl: m.Sdl, report: _Reporter, root: m.Loc) -> None:
@@ -497,7 +570,10 @@ def _check_manifest(manifest: s.Manifest, sdl: m.Sdl, report: _Reporter, root: m
             decl = sdl.services.get(svc.name)
             loc = decl.loc if decl else root
             if not SERVICE_NAME.match(svc.name):
-                report(loc, f"service name {svc.name!r} is invalid: lowercase letters, digits and '-', starting with a letter")
+                report(
+                    loc,
+                    f"service name {svc.name!r} is invalid: lowercase letters, digits and '-', starting with a letter",
+                )
             if not svc.image:
                 report(loc, f"service {svc.name!r} has no image; set image: REPOSITORY:TAG")
             for env in svc.env or ():
@@ -511,9 +587,15 @@ def _check_manifest(manifest: s.Manifest, sdl: m.Sdl, report: _Reporter, root: m
                     global_count += 1
                 for host in expose.hosts or ():
                     if len(host) > 253 or not DNS1123_SUBDOMAIN.match(host):
-                        report(loc, f"service {svc.name!r}: {host!r} is not a valid hostname (lowercase DNS name)")
+                        report(
+                            loc,
+                            f"service {svc.name!r}: {host!r} is not a valid hostname (lowercase DNS name)",
+                        )
                     elif host in hosts:
-                        report(loc, f"service {svc.name!r}: hostname {host!r} is accepted twice; each hostname once")
+                        report(
+                            loc,
+                            f"service {svc.name!r}: hostname {host!r} is accepted twice; each hostname once",
+                        )
                     hosts.add(host)
     if global_count == 0:
         report(root, "no service is exposed globally: add 'to: [{global: true}]' to at least one expose")

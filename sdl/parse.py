@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from sdl import model as m
 from sdl import spec as s
-from sdl.decode import TOP_LEVEL_KEYS, Decoder, _AliasBomb
+from sdl.decode import TOP_LEVEL_KEYS, Decoder, _AliasBombError
 from sdl.derive import derive
 from sdl.errors import Problem, SdlError
 from sdl.units import UnitError, parse_go_duration
@@ -49,9 +49,19 @@ def parse(text: str | bytes, *, source: str = "<sdl>", strict: bool = False) -> 
     except SdlError:
         raise
     except RecursionError:
-        raise SdlError([Problem("", 0, 0, "input is nested too deeply to read")], source) from None
+        raise SdlError([Problem("", 1, 1, "input is nested too deeply to read")], source) from None
     except Exception as e:  # pragma: no cover - a bug; still never a traceback for the caller
-        raise SdlError([Problem("", 0, 0, f"internal error while reading the SDL ({type(e).__name__}: {e}); please report it")], source) from e
+        raise SdlError(
+            [
+                Problem(
+                    "",
+                    1,
+                    1,
+                    f"internal error while reading the SDL ({type(e).__name__}: {e}); please report it",
+                )
+            ],
+            source,
+        ) from e
 
 
 def _parse(text: str | bytes, source: str, strict: bool) -> Deployment:
@@ -59,14 +69,30 @@ def _parse(text: str | bytes, source: str, strict: bool) -> Deployment:
     if problems:
         raise SdlError(problems, source)
     if root is None:
-        raise SdlError([Problem("", 1, 1, "the file is empty; an SDL needs version, services, profiles and deployment")], source)
+        raise SdlError(
+            [Problem("", 1, 1, "the file is empty; an SDL needs version, services, profiles and deployment")],
+            source,
+        )
     if root.kind != "mapping":
-        raise SdlError([Problem("", root.line, root.column, f"an SDL is a mapping of sections, found {root.describe()}")], source)
+        raise SdlError(
+            [Problem("", root.line, root.column, f"an SDL is a mapping of sections, found {root.describe()}")],
+            source,
+        )
     dec = Decoder()
     try:
         sdl = _decode(root, dec)
-    except _AliasBomb as e:
-        raise SdlError([Problem(e.loc.path, e.loc.line, e.loc.column, "the document expands to too many nodes through aliases; refusing it")], source) from None
+    except _AliasBombError as e:
+        raise SdlError(
+            [
+                Problem(
+                    e.loc.path,
+                    e.loc.line,
+                    e.loc.column,
+                    "the document expands to too many nodes through aliases; refusing it",
+                )
+            ],
+            source,
+        ) from None
     if sdl is not None:
         _schema_checks(sdl, root, dec)
     if strict:
@@ -87,7 +113,8 @@ def _semver(text: str) -> tuple[int, int, int, bool] | None:
     body = body.removeprefix("v")
     parts = body.split(".", 2)
     cleaned = []
-    for p in parts:
+    for part in parts:
+        p = part
         if len(p) > 1:
             p = p.lstrip("0")
             if not p or not p[0].isdigit():
@@ -97,7 +124,10 @@ def _semver(text: str) -> tuple[int, int, int, bool] | None:
         if re.search(r"[+-]", cleaned[-1]):
             return None
         cleaned += ["0"] * (3 - len(cleaned))
-    match = re.fullmatch(r"(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?", ".".join(cleaned))
+    match = re.fullmatch(
+        r"(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?",
+        ".".join(cleaned),
+    )
     if not match:
         return None
     return int(match[1]), int(match[2]), int(match[3]), match[4] is not None
@@ -113,14 +143,14 @@ def _version(root: Node) -> tuple[str | None, Node | None, str]:
             text = value.value if value.kind == "scalar" else ""
             parsed = _semver(text)
             if parsed is None:
-                return None, value, f"{text!r} is not a version; write version: \"2.0\" or \"2.1\""
+                return None, value, f'{text!r} is not a version; write version: "2.0" or "2.1"'
             major, minor, patch, pre = parsed
             if (major, minor, patch, pre) == (2, 0, 0, False):
                 return "2.0", value, ""
             if (major, minor, patch) >= (2, 1, 0) and not ((major, minor, patch) == (2, 1, 0) and pre):
                 return "2.1", value, ""
-            return None, value, f"unsupported SDL version {text!r}; write \"2.0\" or \"2.1\""
-    return None, None, "no version found; add version: \"2.0\" (or \"2.1\") at the top"
+            return None, value, f'unsupported SDL version {text!r}; write "2.0" or "2.1"'
+    return None, None, 'no version found; add version: "2.0" (or "2.1") at the top'
 
 
 def _decode(root: Node, dec: Decoder) -> m.Sdl | None:
@@ -187,12 +217,18 @@ def _schema_checks(sdl: m.Sdl, root: Node, dec: Decoder) -> None:
         if n.kind == "scalar" and n.value == "version":
             value = flat[i + 1]
             if value.value not in ("2.0", "2.1"):
-                dec.warn(m.Loc("version", value.line, value.column), f"version {value.value!r} is read as {sdl.version}; the schema allows only \"2.0\" and \"2.1\"")
+                dec.warn(
+                    m.Loc("version", value.line, value.column),
+                    f'version {value.value!r} is read as {sdl.version}; the schema allows only "2.0" and "2.1"',
+                )
             break
     for placement in sdl.placements.values():
         for profile, price in placement.pricing.items():
             if price.denom not in SCHEMA_DENOMS:
-                dec.warn(price.loc, f"denom {price.denom!r} for {profile!r} is accepted on chain but the schema allows only uakt and uact")
+                dec.warn(
+                    price.loc,
+                    f"denom {price.denom!r} for {profile!r} is accepted on chain but the schema allows only uakt and uact",
+                )
     for svc in sdl.services.values():
         c = svc.credentials
         if c is not None:
@@ -208,4 +244,7 @@ def _reclamation_schema(root: Node, dec: Decoder) -> None:
         if key.value == "reclamation" and value.kind == "mapping":
             for k, v in value.items:
                 if k.value == "min_window" and v.kind == "scalar" and not _RECLAMATION_WINDOW.match(v.value):
-                    dec.warn(m.Loc("reclamation.min_window", v.line, v.column), f"{v.value!r}: the schema accepts one whole number with s, m or h (e.g. 90m)")
+                    dec.warn(
+                        m.Loc("reclamation.min_window", v.line, v.column),
+                        f"{v.value!r}: the schema accepts one whole number with s, m or h (e.g. 90m)",
+                    )

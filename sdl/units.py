@@ -83,7 +83,9 @@ def parse_cpu(text: str) -> int:
     try:
         value = go_parse_float(text) * 1000
     except UnitError:
-        raise UnitError(f"{text!r} is not a cpu quantity; write cores such as 0.5 or 2, or millicores such as 500m") from None
+        raise UnitError(
+            f"{text!r} is not a cpu quantity; write cores such as 0.5 or 2, or millicores such as 500m"
+        ) from None
     if value < 0:
         raise UnitError(f"{text!r} is negative; cpu units must be positive")
     as_int = go_uint64(value) if not math.isnan(value) else 0
@@ -126,8 +128,11 @@ def _size_hint(text: str, binary_only: bool) -> str:
         number, unit = match.groups()
         letter = unit[0].upper() if unit[0].lower() != "k" else "k"
         if letter in "kMGTPE":
+            power = "kMGTPE".index(letter) + 1
             binary = ("K" if letter == "k" else letter) + "i"
-            return f"{text!r} is not a size; write {number}{letter} (10^n) or {number}{binary} (2^n)"
+            return (
+                f"{text!r} is not a size; write {number}{letter} (10^{3 * power}) or {number}{binary} (2^{10 * power})"
+            )
     return f"{text!r} is not a size; write a number of bytes, optionally with k, M, G, T, P, E (10^n) or Ki, Mi, Gi, Ti, Pi, Ei (2^n)"
 
 

@@ -26,7 +26,15 @@ MAX_BYTES = 4 * 1024 * 1024
 Kind = Literal["scalar", "mapping", "sequence"]
 
 # Short tags as yaml.v3 names them.
-NULL, BOOL, INT, FLOAT, STR, TIMESTAMP, MERGE = "!!null", "!!bool", "!!int", "!!float", "!!str", "!!timestamp", "!!merge"
+NULL, BOOL, INT, FLOAT, STR, TIMESTAMP, MERGE = (
+    "!!null",
+    "!!bool",
+    "!!int",
+    "!!float",
+    "!!str",
+    "!!timestamp",
+    "!!merge",
+)
 
 _FLOAT_RE = re.compile(r"^[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?$")
 _TIMESTAMP_RE = re.compile(r"^\d{4}-\d{1,2}-\d{1,2}([Tt ]|$)")
@@ -140,12 +148,12 @@ class _Composer:
     def fail(self, line: int, column: int, message: str) -> None:
         self.problems.append(Problem("", line, column, message))
 
-    def compose(self, loader: yaml.BaseLoader) -> Node | None:  # noqa: C901 - one event loop
+    def compose(self, loader: yaml.BaseLoader) -> Node | None:
         stack: list[tuple[Node, str | None, list[Node]]] = []  # (container, anchor, pending key)
         root: Node | None = None
         document_seen = False
         while loader.check_event():
-            event = loader.get_event()
+            event = loader.get_event()  # type: ignore[no-untyped-call]
             if isinstance(event, yaml.DocumentStartEvent):
                 if document_seen:
                     break  # like yaml.v3's Unmarshal: only the first document counts
@@ -156,7 +164,7 @@ class _Composer:
                     break
                 continue
             mark = event.start_mark
-            line, column = (mark.line + 1, mark.column + 1) if mark is not None else (0, 0)
+            line, column = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
             node: Node | None = None
             if isinstance(event, yaml.AliasEvent):
                 target = self.anchors.get(event.anchor or "")
@@ -198,7 +206,7 @@ class _Composer:
     def _count(self, line: int, column: int) -> None:
         self.count += 1
         if self.count > MAX_NODES:
-            raise _TooBig(line, column)
+            raise _TooBigError(line, column)
 
     def _scalar(self, event: yaml.ScalarEvent, line: int, column: int) -> Node:
         self._count(line, column)
@@ -219,7 +227,7 @@ class _Composer:
         return node
 
 
-class _TooBig(Exception):
+class _TooBigError(Exception):
     def __init__(self, line: int, column: int) -> None:
         super().__init__()
         self.line, self.column = line, column
@@ -234,13 +242,13 @@ def load(text: str | bytes) -> tuple[Node | None, list[Problem]]:
     problems: list[Problem] = []
     if isinstance(text, bytes):
         if len(text) > MAX_BYTES:
-            return None, [Problem("", 0, 0, f"file is larger than {MAX_BYTES // (1024 * 1024)} MiB")]
+            return None, [Problem("", 1, 1, f"file is larger than {MAX_BYTES // (1024 * 1024)} MiB")]
         try:
             text = text.decode("utf-8-sig")
         except UnicodeDecodeError as e:
             return None, [Problem("", 1, e.start + 1, f"not UTF-8 text (byte offset {e.start}); save it as UTF-8")]
     if len(text) > MAX_BYTES:
-        return None, [Problem("", 0, 0, f"file is larger than {MAX_BYTES // (1024 * 1024)} MiB")]
+        return None, [Problem("", 1, 1, f"file is larger than {MAX_BYTES // (1024 * 1024)} MiB")]
     if "\x00" in text:
         offset = text.index("\x00")
         line = text.count("\n", 0, offset) + 1
@@ -251,13 +259,18 @@ def load(text: str | bytes) -> tuple[Node | None, list[Problem]]:
         root = composer.compose(loader)
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
-        line, column = (mark.line + 1, mark.column + 1) if mark is not None else (0, 0)
+        line, column = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
         what = e.problem or str(e)
         context = f" ({e.context})" if e.context else ""
         return None, [Problem("", line, column, f"invalid YAML: {what}{context}")]
+    except yaml.reader.ReaderError as e:
+        line = text.count("\n", 0, e.position) + 1
+        column = e.position - (text.rfind("\n", 0, e.position) + 1) + 1
+        what = f"character {e.character!r}" if isinstance(e.character, str) else f"byte {e.character!r}"
+        return None, [Problem("", line, column, f"invalid YAML: {what} is not allowed ({e.reason})")]
     except yaml.YAMLError as e:
-        return None, [Problem("", 0, 0, f"invalid YAML: {e}")]
-    except _TooBig as e:
+        return None, [Problem("", 1, 1, f"invalid YAML: {e}")]
+    except _TooBigError as e:
         return None, [Problem("", e.line, e.column, f"more than {MAX_NODES} YAML nodes; refusing to read it")]
     finally:
         dispose = getattr(loader, "dispose", None)
