@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import datetime as dt
 import ipaddress
 import json
@@ -19,6 +20,7 @@ import signal
 import socket
 import ssl
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -364,7 +366,7 @@ class DevCluster:
         self._write_pki(state)
         try:
             self._start_all(state, bin_dir)
-            self._wait(lambda: self._ready(), timeout, "the API server to become ready", "kube-apiserver")
+            self._wait(self._ready, timeout, "the API server to become ready", "kube-apiserver")
             self._ensure_nodes(plans, taint)
             self._wait_nodes_ready(plans, timeout)
         except BaseException:
@@ -463,7 +465,7 @@ class DevCluster:
                 "--v=1",
             ],
         )
-        self._wait(lambda: self._ready(), 120, "the API server to become ready", "kube-apiserver")
+        self._wait(self._ready, 120, "the API server to become ready", "kube-apiserver")
         for name, port_key, cn in (
             ("kube-controller-manager", "controller-manager", "controller-manager"),
             ("kube-scheduler", "scheduler", "scheduler"),
@@ -552,15 +554,11 @@ class DevCluster:
             time.sleep(0.1)
         for pid in pids.values():
             if _alive(pid):
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.killpg(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
         for pid in pids.values():  # reap our own children so nothing lingers as a zombie
-            try:
+            with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, os.WNOHANG)
-            except ChildProcessError:
-                pass
         if self.dir.exists():
             shutil.rmtree(self.dir)
 
@@ -603,7 +601,7 @@ def cli_command(args: argparse.Namespace) -> int:
         print(path)
         print(
             f"devcluster: ready in {time.monotonic() - started:.1f}s; export KUBECONFIG={path}",
-            file=__import__("sys").stderr,
+            file=sys.stderr,
         )
         return 0
     if args.devcluster_command == "down":

@@ -382,16 +382,16 @@ def _validate(sdl: m.Sdl, report: _Reporter, root: m.Loc) -> None:
                     report(to.loc, f"service {entry.service!r}: an ip endpoint needs global: true")
                     continue
                 target = sdl.endpoints.get(to.ip)
-                if endpoint is None:
+                if target is None:
                     report(
                         to.loc,
                         f"service {entry.service!r}: no endpoint named {to.ip!r}; declare it under endpoints",
                     )
                     continue
-                if endpoint.kind != "ip":
+                if target.kind != "ip":
                     report(
                         to.loc,
-                        f"service {entry.service!r}: endpoint {to.ip!r} has kind {endpoint.kind!r}, not ip",
+                        f"service {entry.service!r}: endpoint {to.ip!r} has kind {target.kind!r}, not ip",
                     )
                     continue
                 used.add(to.ip)

@@ -146,3 +146,24 @@ def test_v21_merges_services_sharing_a_profile() -> None:
     assert [s.resources.id for s in d.manifest[0].services] == [1, 1]
     d20 = sdl.parse(text.replace('version: "2.1"', 'version: "2.0"'))
     assert [u.count for u in d20.groups[0].resources] == [2, 1]
+
+
+IP_BASE = (
+    BASE.replace("          - global: true\n", "          - global: true\n            ip: myip\n")
+    + "endpoints:\n  myip:\n    kind: ip\n"
+)
+
+
+def test_ip_endpoint_is_valid() -> None:
+    d = sdl.parse(IP_BASE)
+    assert d.manifest[0].services[0].expose[0].endpoint_sequence_number == 1
+
+
+def test_ip_endpoint_must_exist() -> None:
+    ps = problems(IP_BASE.replace("ip: myip", "ip: other"))
+    assert any("no endpoint named 'other'" in p.message for p in ps)
+
+
+def test_ip_endpoint_must_be_of_kind_ip() -> None:
+    ps = problems(IP_BASE.replace("kind: ip", "kind: shared"))
+    assert any("unknown kind 'shared'" in p.message for p in ps)
