@@ -479,6 +479,8 @@ class DevCluster:
                 "--bind-address=127.0.0.1",
                 f"--secure-port={p[port_key]}",
                 "--leader-elect=false",
+                "--kube-api-qps=200",
+                "--kube-api-burst=400",
                 "--v=1",
             ]
             if name == "kube-controller-manager":

@@ -8,6 +8,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"strconv"
+	"time"
 
 	"pkg.akt.dev/go/sdl"
 )
@@ -62,7 +64,33 @@ func run(path string) (res result) {
 	return res
 }
 
+// benchmark prints, per file, the nanoseconds each of `rounds` full runs took (read, parse,
+// validate, derive manifest, groups and version), for bench/sdl_parse.py.
+func benchmark(rounds int, paths []string) {
+	enc := json.NewEncoder(os.Stdout)
+	for _, path := range paths {
+		times := make([]int64, 0, rounds)
+		for i := 0; i < rounds; i++ {
+			start := time.Now()
+			run(path)
+			times = append(times, time.Since(start).Nanoseconds())
+		}
+		if err := enc.Encode(map[string]any{"file": path, "ns": times}); err != nil {
+			os.Exit(2)
+		}
+	}
+}
+
 func main() {
+	if len(os.Args) > 2 && os.Args[1] == "-bench" {
+		rounds, err := strconv.Atoi(os.Args[2])
+		if err != nil || rounds < 1 {
+			fmt.Fprintln(os.Stderr, "usage: sdl-oracle [-bench ROUNDS] FILE...")
+			os.Exit(2)
+		}
+		benchmark(rounds, os.Args[3:])
+		return
+	}
 	enc := json.NewEncoder(os.Stdout)
 	for _, path := range os.Args[1:] {
 		if err := enc.Encode(run(path)); err != nil {
