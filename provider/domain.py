@@ -1,0 +1,121 @@
+"""Value types shared by the boxes (inventory, bidding, deploy): plain frozen data, no behaviour that
+does I/O. Library objects (Kubernetes models, pynvml structs) never cross a box boundary."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+GPU_RESOURCE = "nvidia.com/gpu"
+
+
+@dataclass(frozen=True, slots=True)
+class GpuInfo:
+    """One physical GPU as NVML reports it, normalised."""
+
+    index: int
+    uuid: str
+    name: str  # NVML name, e.g. "NVIDIA H100 80GB HBM3"
+    model: str  # the key tenants write in SDL: h100, a100, rtx4090, ... ("" if unknown)
+    memory_bytes: int
+    ram_class: str  # SDL ram class it satisfies, e.g. "80Gi"
+    interface: str  # "sxm" | "pcie" | ""
+    pci_bus_id: str
+    pci_device_id: int  # 16-bit PCI device id, e.g. 0x2330
+    compute_capability: tuple[int, int]
+    mig_enabled: bool
+    mig_profiles: tuple[str, ...]  # available GPU-instance profiles, e.g. ("1g.10gb", "7g.80gb")
+    healthy: bool
+    health_reasons: tuple[str, ...] = ()
+    utilization_percent: int | None = None
+    memory_used_bytes: int | None = None
+    temperature_celsius: int | None = None
+    power_watts: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HostGpus:
+    """What the NVML probe found on one host."""
+
+    gpus: tuple[GpuInfo, ...]
+    driver_version: str = ""
+    cuda_version: str = ""
+    error: str = ""  # why nothing could be read (no driver, ...); empty when fine
+
+
+@dataclass(frozen=True, slots=True)
+class Resources:
+    """Quantities in base units: millicores, bytes, whole GPUs."""
+
+    cpu_millis: int = 0
+    memory_bytes: int = 0
+    ephemeral_bytes: int = 0
+    gpus: int = 0
+
+    def __add__(self, other: Resources) -> Resources:
+        return Resources(
+            self.cpu_millis + other.cpu_millis,
+            self.memory_bytes + other.memory_bytes,
+            self.ephemeral_bytes + other.ephemeral_bytes,
+            self.gpus + other.gpus,
+        )
+
+    def __sub__(self, other: Resources) -> Resources:
+        return Resources(
+            self.cpu_millis - other.cpu_millis,
+            self.memory_bytes - other.memory_bytes,
+            self.ephemeral_bytes - other.ephemeral_bytes,
+            self.gpus - other.gpus,
+        )
+
+    def scaled(self, n: int) -> Resources:
+        return Resources(self.cpu_millis * n, self.memory_bytes * n, self.ephemeral_bytes * n, self.gpus * n)
+
+    def fits_in(self, other: Resources) -> bool:
+        return (
+            self.cpu_millis <= other.cpu_millis
+            and self.memory_bytes <= other.memory_bytes
+            and self.ephemeral_bytes <= other.ephemeral_bytes
+            and self.gpus <= other.gpus
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class NodeGpuFacts:
+    """The GPU facts of a node, from GFD labels and our agent's labels."""
+
+    model: str = ""
+    ram_class: str = ""
+    interface: str = ""
+    product: str = ""
+    physical_gpus: int = 0
+    replicas: int = 1
+    sharing: str = "none"  # none | time-slicing | mps
+    healthy_gpus: int | None = None  # from the agent; None when unknown
+
+    @property
+    def shared(self) -> bool:
+        return self.sharing not in ("", "none") or self.replicas > 1
+
+
+@dataclass(frozen=True, slots=True)
+class NodeView:
+    """A node as the inventory needs it."""
+
+    name: str
+    allocatable: Resources
+    gpu: NodeGpuFacts
+    ready: bool = True
+    schedulable: bool = True
+    mig: dict[str, int] = field(default_factory=dict)  # MIG mixed-strategy resources: name -> allocatable
+
+
+@dataclass(frozen=True, slots=True)
+class PodView:
+    """A non-terminated pod's requests on a node; ``lease`` is set for pods our deployer created."""
+
+    namespace: str
+    name: str
+    node: str  # "" when not yet bound
+    requests: Resources
+    mig: dict[str, int] = field(default_factory=dict)
+    lease: str = ""
