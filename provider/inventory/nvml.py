@@ -29,7 +29,7 @@ _MIG_PROFILE_INDICES = range(8)  # NVML_GPU_INSTANCE_PROFILE_1_SLICE .. _2_SLICE
 CRITICAL_XIDS = frozenset({48, 63, 64, 74, 79, 92, 94, 95, 119, 120})
 
 
-class _Absent(Exception):
+class _AbsentError(Exception):
     """NotSupported (or a missing function): the fact does not exist on this GPU."""
 
 
@@ -49,19 +49,19 @@ class Probe:
     def _call(self, name: str, *args: Any) -> Any:
         fn: Callable[..., Any] | None = getattr(self.lib, name, None)
         if fn is None:
-            raise _Absent(name)
+            raise _AbsentError(name)
         try:
             return fn(*args)
         except pynvml.NVMLError as e:
             if e.value == pynvml.NVML_ERROR_NOT_SUPPORTED:
-                raise _Absent(name) from None
+                raise _AbsentError(name) from None
             raise
 
     def _opt(self, name: str, *args: Any) -> Any:
         """A fact that may be absent; other NVML errors are logged and also read as absent."""
         try:
             return self._call(name, *args)
-        except _Absent:
+        except _AbsentError:
             return None
         except pynvml.NVMLError as e:
             log.debug("nvml call failed call=%s error=%s", name, e)
@@ -74,7 +74,7 @@ class Probe:
             return False
         try:
             self._call("nvmlInit")
-        except (pynvml.NVMLError, _Absent, OSError) as e:
+        except (pynvml.NVMLError, _AbsentError, OSError) as e:
             if isinstance(e, pynvml.NVMLError) and e.value == pynvml.NVML_ERROR_LIBRARY_NOT_FOUND:
                 self._init_error = "no NVIDIA driver on this host (libnvidia-ml not found): reporting zero GPUs"
             else:
@@ -101,13 +101,13 @@ class Probe:
         cuda = f"{cuda_raw // 1000}.{(cuda_raw % 1000) // 10}" if isinstance(cuda_raw, int) else ""
         try:
             count = int(self._call("nvmlDeviceGetCount"))
-        except (pynvml.NVMLError, _Absent) as e:
+        except (pynvml.NVMLError, _AbsentError) as e:
             return HostGpus((), driver, cuda, error=f"NVML could not count GPUs: {e}")
         gpus: list[GpuInfo] = []
         for index in range(count):
             try:
                 handle = self._call("nvmlDeviceGetHandleByIndex", index)
-            except (pynvml.NVMLError, _Absent) as e:
+            except (pynvml.NVMLError, _AbsentError) as e:
                 log.warning("gpu unreadable index=%d error=%s", index, e)
                 continue
             gpus.append(self._device(index, handle, with_metrics))
@@ -177,7 +177,7 @@ class Probe:
         for i in _MIG_PROFILE_INDICES:
             try:
                 info = self._call("nvmlDeviceGetGpuInstanceProfileInfo", handle, i)
-            except (_Absent, pynvml.NVMLError, KeyError):
+            except (_AbsentError, pynvml.NVMLError, KeyError):
                 continue
             slices = int(getattr(info, "sliceCount", 0) or 0)
             mem_gb = -(
@@ -193,7 +193,7 @@ class Probe:
         for _ in range(64):  # bounded: never block on a storm
             try:
                 data = self._call("nvmlEventSetWait_v2", self._event_set, 0)
-            except (_Absent, pynvml.NVMLError):
+            except (_AbsentError, pynvml.NVMLError):
                 return  # Timeout is the normal "no event" answer
             xid = int(getattr(data, "eventData", 0) or 0)
             uuid = ""
