@@ -11,6 +11,7 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import sdl
 
@@ -131,6 +132,96 @@ def _add_devcluster(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.set_defaults(func=_cmd_devcluster)
 
 
+def _cmd_inventory(args: argparse.Namespace) -> int:
+    from provider.errors import ProviderError
+    from provider.inventory.reservations import Reservations
+    from provider.inventory.service import ClusterInventory
+    from provider.kube import Kube
+
+    try:
+        service = ClusterInventory(Kube(args.kubeconfig), Reservations())
+        service.refresh()
+    except ProviderError as e:
+        print(f"gpu-provider: {e}", file=sys.stderr)
+        return EXIT_INVALID
+    inventory = service.current
+    if args.json:
+        print(json.dumps(_inventory_json(inventory), indent=2))
+        return EXIT_OK
+    header = f"{'NODE':<28} {'GPU':<12} {'RAM':<7} {'IF':<5} {'TOTAL':>5} {'ALLOC':>5} {'RSRV':>5} {'FREE':>5}  HEALTH / NOTE"
+    print(header)
+    for n in inventory.nodes:
+        health = "" if n.healthy_gpus is None else f"{n.healthy_gpus}/{n.gpus_total} healthy"
+        note = "; ".join(x for x in (health, n.sharing, n.unsellable) if x)
+        print(
+            f"{n.name:<28} {n.model or '-':<12} {n.ram_class or '-':<7} {n.interface or '-':<5} "
+            f"{n.gpus_total:>5} {n.gpus_allocated:>5} {n.gpus_reserved:>5} {n.gpus_free:>5}  {note}"
+        )
+    print()
+    print(f"{'MODEL':<12} {'NODES':>5} {'TOTAL':>5} {'ALLOC':>5} {'RSRV':>5} {'FREE':>5}")
+    for m in inventory.by_model():
+        print(f"{m.model:<12} {m.nodes:>5} {m.total:>5} {m.allocated:>5} {m.reserved:>5} {m.free:>5}")
+    return EXIT_OK
+
+
+def _inventory_json(inventory: Any) -> Any:
+    from dataclasses import asdict
+
+    return {
+        "nodes": [asdict(n) for n in inventory.nodes],
+        "models": [asdict(m) for m in inventory.by_model()],
+    }
+
+
+def _cmd_agent(args: argparse.Namespace) -> int:
+    import logging
+    import time
+
+    from provider.config import node_name_from_env
+    from provider.errors import ProviderError
+    from provider.inventory.agent import Agent
+    from provider.inventory.nvml import Probe
+    from provider.kube import Kube
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s level=%(levelname)s logger=%(name)s %(message)s")
+    node = args.node_name or node_name_from_env()
+    if not node:
+        raise _UsageError("no node name: pass --node-name or set NODE_NAME (the DaemonSet sets it from spec.nodeName)")
+    probe = Probe()
+    try:
+        agent = Agent(probe, Kube(args.kubeconfig), node)
+        while True:
+            try:
+                agent.sync()
+            except ProviderError as e:
+                logging.getLogger("provider.agent").warning("sync failed node=%s error=%r", node, str(e))
+                if args.once:
+                    return EXIT_INVALID
+            if args.once:
+                return EXIT_OK
+            time.sleep(args.interval)
+    except ProviderError as e:
+        print(f"gpu-provider: {e}", file=sys.stderr)
+        return EXIT_INVALID
+    finally:
+        probe.close()
+
+
+def _add_inventory(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    inv = sub.add_parser("inventory", help="GPU inventory per node and model: total / allocated / reserved / free")
+    inv.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster credentials)")
+    inv.add_argument("--json", action="store_true", help="machine-readable output")
+    inv.set_defaults(func=_cmd_inventory)
+    agent = sub.add_parser("agent", help="node agent: publish this node's NVML GPU facts on its Node object")
+    agent.add_argument("--node-name", help="this node's name (default: $NODE_NAME)")
+    agent.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster credentials)")
+    agent.add_argument(
+        "--interval", type=float, default=30.0, metavar="SECONDS", help="seconds between reads (default 30)"
+    )
+    agent.add_argument("--once", action="store_true", help="read and publish once, then exit")
+    agent.set_defaults(func=_cmd_agent)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gpu-provider",
@@ -139,6 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_sdl(sub)
     _add_devcluster(sub)
+    _add_inventory(sub)
     return parser
 
 

@@ -1,0 +1,174 @@
+"""The Kubernetes adapter: the only module that uses the kubernetes client library.
+
+It speaks domain types (NodeView, PodView) to the rest of the daemon and translates ApiException into
+KubeError. Every call blocks; services run them off the event loop.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import Any
+
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+from kubernetes.utils.quantity import parse_quantity
+
+from provider.domain import GPU_RESOURCE, NodeGpuFacts, NodeView, PodView, Resources
+from provider.errors import KubeError
+from provider.inventory.models import DEFAULT_CATALOGUE, Catalogue
+
+LEASE_LABEL = "gpu-provider.io/lease"
+AGENT_PREFIX = "gpu-provider.io/"
+MIG_PREFIX = "nvidia.com/mig-"
+REQUEST_TIMEOUT = 30
+
+
+def _q(value: Any) -> Decimal:
+    try:
+        return Decimal(parse_quantity(value))
+    except (ValueError, TypeError):
+        return Decimal(0)
+
+
+def resources_from(values: Mapping[str, Any] | None) -> tuple[Resources, dict[str, int]]:
+    values = values or {}
+    res = Resources(
+        cpu_millis=int(_q(values.get("cpu", 0)) * 1000),
+        memory_bytes=int(_q(values.get("memory", 0))),
+        ephemeral_bytes=int(_q(values.get("ephemeral-storage", 0))),
+        gpus=int(_q(values.get(GPU_RESOURCE, 0))),
+    )
+    mig = {k: int(_q(v)) for k, v in values.items() if k.startswith(MIG_PREFIX)}
+    return res, mig
+
+
+def gpu_facts(labels: Mapping[str, str], catalogue: Catalogue = DEFAULT_CATALOGUE) -> NodeGpuFacts:
+    """Our agent's labels win; otherwise derive from GPU Feature Discovery's."""
+    product = labels.get("nvidia.com/gpu.product", "")
+    model = labels.get(AGENT_PREFIX + "gpu.model", "")
+    ram = labels.get(AGENT_PREFIX + "gpu.ram", "")
+    interface = labels.get(AGENT_PREFIX + "gpu.interface", "")
+    if product and not model:
+        memory_mib = _int(labels.get("nvidia.com/gpu.memory", "0"))
+        ident = catalogue.from_product_label(product, memory_mib)
+        model, ram, interface = ident.model, ram or ident.ram_class, interface or ident.interface
+    healthy = labels.get(AGENT_PREFIX + "gpu.healthy")
+    return NodeGpuFacts(
+        model=model,
+        ram_class=ram,
+        interface=interface,
+        product=product,
+        physical_gpus=_int(labels.get(AGENT_PREFIX + "gpu.count") or labels.get("nvidia.com/gpu.count", "0")),
+        replicas=max(1, _int(labels.get("nvidia.com/gpu.replicas", "1"))),
+        sharing=labels.get("nvidia.com/gpu.sharing-strategy", "none"),
+        healthy_gpus=_int(healthy) if healthy is not None else None,
+    )
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        return 0
+
+
+class Kube:
+    """A thin, typed face of the Kubernetes API for the daemon."""
+
+    def __init__(self, kubeconfig: str | None = None, catalogue: Catalogue = DEFAULT_CATALOGUE) -> None:
+        try:
+            if kubeconfig:
+                api = config.new_client_from_config(config_file=kubeconfig)
+            else:
+                config.load_incluster_config()
+                api = client.ApiClient()
+        except (config.ConfigException, OSError) as e:
+            where = kubeconfig or "the in-cluster service account"
+            raise KubeError(f"cannot load Kubernetes credentials from {where}: {e}") from e
+        self.api = api
+        self.core = client.CoreV1Api(api)
+        self.catalogue = catalogue
+
+    def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, _request_timeout=REQUEST_TIMEOUT, **kwargs)
+        except ApiException as e:
+            raise KubeError(f"{what} failed: {e.status} {e.reason}: {(e.body or '')[:300]}", e.status) from e
+        except OSError as e:  # urllib3 connection errors derive from OSError
+            raise KubeError(f"{what} failed: cannot reach the Kubernetes API ({e})") from e
+
+    def list_nodes(self) -> list[NodeView]:
+        items = self._call("listing nodes", self.core.list_node).items
+        return [self._node(n) for n in items]
+
+    def _node(self, n: Any) -> NodeView:
+        alloc, mig = resources_from(n.status.allocatable if n.status else None)
+        labels = n.metadata.labels or {}
+        conditions = (n.status.conditions if n.status else None) or []
+        ready = any(c.type == "Ready" and c.status == "True" for c in conditions)
+        return NodeView(
+            name=n.metadata.name,
+            allocatable=alloc,
+            gpu=gpu_facts(labels, self.catalogue),
+            ready=ready,
+            schedulable=not bool(n.spec and n.spec.unschedulable),
+            mig=mig,
+        )
+
+    def list_pods(self) -> list[PodView]:
+        items = self._call(
+            "listing pods",
+            self.core.list_pod_for_all_namespaces,
+            field_selector="status.phase!=Succeeded,status.phase!=Failed",
+        ).items
+        out: list[PodView] = []
+        for p in items:
+            total, mig = Resources(), dict[str, int]()
+            for c in p.spec.containers or []:
+                req, m = resources_from(c.resources.requests if c.resources else None)
+                if c.resources and c.resources.limits and not c.resources.requests:
+                    req, m = resources_from(c.resources.limits)  # requests default to limits
+                total = total + req
+                for k, v in m.items():
+                    mig[k] = mig.get(k, 0) + v
+            init_max = Resources()
+            for c in p.spec.init_containers or []:
+                req, _ = resources_from(c.resources.requests if c.resources else None)
+                init_max = Resources(
+                    max(init_max.cpu_millis, req.cpu_millis),
+                    max(init_max.memory_bytes, req.memory_bytes),
+                    max(init_max.ephemeral_bytes, req.ephemeral_bytes),
+                    max(init_max.gpus, req.gpus),
+                )
+            total = Resources(
+                max(total.cpu_millis, init_max.cpu_millis),
+                max(total.memory_bytes, init_max.memory_bytes),
+                max(total.ephemeral_bytes, init_max.ephemeral_bytes),
+                max(total.gpus, init_max.gpus),
+            )
+            out.append(
+                PodView(
+                    namespace=p.metadata.namespace,
+                    name=p.metadata.name,
+                    node=p.spec.node_name or "",
+                    requests=total,
+                    mig=mig,
+                    lease=(p.metadata.labels or {}).get(LEASE_LABEL, ""),
+                )
+            )
+        return out
+
+    def node_metadata(self, name: str) -> tuple[dict[str, str], dict[str, str]]:
+        n = self._call(f"reading node {name}", self.core.read_node, name)
+        return dict(n.metadata.labels or {}), dict(n.metadata.annotations or {})
+
+    def patch_node_metadata(
+        self, name: str, labels: Mapping[str, str | None], annotations: Mapping[str, str | None]
+    ) -> None:
+        body = {"metadata": {"labels": dict(labels), "annotations": dict(annotations)}}
+        self._call(f"updating node {name}", self.core.patch_node, name, body)
+
+    def dump(self, obj: Any) -> str:
+        return json.dumps(self.api.sanitize_for_serialization(obj))
