@@ -103,7 +103,10 @@ def compute(
         elif not node.schedulable:
             unsellable = "node cordoned"
         free = node.allocatable - used - held
-        usable_gpus = physical
+        # never sell more than the device plugin advertises (0 when it is not running)
+        usable_gpus = min(physical, node.allocatable.gpus // replicas)
+        if physical and not node.allocatable.gpus and not unsellable:
+            unsellable = "the NVIDIA device plugin advertises no nvidia.com/gpu on this node"
         if facts.healthy_gpus is not None:
             usable_gpus = min(physical, facts.healthy_gpus)
         gpus_free = max(0, usable_gpus - gpus_allocated - held.gpus)

@@ -61,7 +61,7 @@ class GpuRequirement:
     def accepts(self, node: NodeInventory) -> bool:
         if not node.model:
             return False
-        if self.model != "*" and self.model != node.model:
+        if self.model not in ("*", node.model):
             return False
         if self.ram and self.ram != node.ram_class:
             return False
