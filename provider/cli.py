@@ -222,6 +222,185 @@ def _add_inventory(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     agent.set_defaults(func=_cmd_agent)
 
 
+def _cmd_chain_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from provider.chain.mock.server import BlockTicker, create_app
+    from provider.chain.mock.state import Chain, ChainParams
+
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        raise _UsageError("the mock chain serves on loopback only (--host 127.0.0.1)")
+    Path(args.db).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    chain = Chain(
+        Path(args.db).expanduser(), ChainParams(bid_timeout_blocks=args.bid_timeout_blocks, faucet=not args.no_faucet)
+    )
+    ticker = BlockTicker(chain, args.block_interval)
+    ticker.start()
+    print(
+        f"mock chain on http://{args.host}:{args.port} (state {args.db}, a block every {args.block_interval}s)",
+        file=sys.stderr,
+    )
+    try:
+        uvicorn.run(create_app(chain), host=args.host, port=args.port, log_level="warning")
+    finally:
+        ticker.stop()
+        chain.close()
+    return EXIT_OK
+
+
+def _add_chain(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("chain", help="the embedded mock chain (an Akash-like market on one machine)")
+    s = p.add_subparsers(dest="chain_command", required=True, metavar="COMMAND")
+    serve = s.add_parser("serve", help="run the mock chain: HTTP/JSON on loopback, state in SQLite")
+    serve.add_argument(
+        "--db", default="~/.local/state/gpu-provider/mock-chain.sqlite", help="SQLite state file (kept across restarts)"
+    )
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=26680)
+    serve.add_argument(
+        "--block-interval", type=float, default=6.0, metavar="SECONDS", help="seconds per block (default 6, like Akash)"
+    )
+    serve.add_argument(
+        "--bid-timeout-blocks", type=int, default=50, help="blocks before an unanswered bid closes (default 50)"
+    )
+    serve.add_argument("--no-faucet", action="store_true", help="disable the /faucet endpoint")
+    serve.set_defaults(func=_cmd_chain_serve)
+
+
+def _tenant_chain(args: argparse.Namespace) -> Any:
+    from provider.chain.client import ChainClient
+    from provider.chain.keys import Keyring
+
+    try:
+        key = Keyring(Path(args.keyring).expanduser()).get(args.key)
+    except KeyError as e:
+        raise _UsageError(str(e.args[0])) from None
+    return ChainClient(args.chain, key)
+
+
+def _cmd_tenant(args: argparse.Namespace) -> int:
+    import asyncio
+    from decimal import Decimal
+
+    from provider import tenant
+    from provider.chain.keys import Keyring
+    from provider.errors import ProviderError
+
+    keyring = Keyring(Path(args.keyring).expanduser())
+    cmd = args.tenant_command
+    if cmd == "keys":
+        if args.keys_command == "add":
+            try:
+                key = keyring.add(args.name)
+            except KeyError as e:
+                raise _UsageError(str(e.args[0])) from None
+            print(key.address)
+        elif args.keys_command == "list":
+            for name in keyring.names():
+                print(f"{name}\t{keyring.get(name).address}")
+        else:
+            try:
+                print(keyring.get(args.name).address)
+            except KeyError as e:
+                raise _UsageError(str(e.args[0])) from None
+        return EXIT_OK
+
+    async def go() -> Any:
+        chain = _tenant_chain(args)
+        try:
+            if cmd == "fund":
+                await chain.fund(chain.key.address, args.denom, Decimal(args.amount))
+                return await chain.account(chain.key.address)
+            if cmd == "deploy":
+                return await tenant.deploy(
+                    chain, _read(args.sdl), args.sdl, Decimal(args.deposit), args.dseq, args.wait
+                )
+            if cmd == "bids":
+                return [
+                    {"bid": str(b.id), "state": b.state, "price": str(b.price.amount), "denom": b.price.denom}
+                    for b in await chain.bids(owner=chain.key.address, dseq=args.dseq)
+                ]
+            if cmd == "accept":
+                return await tenant.accept(chain, args.bid)
+            if cmd == "send-manifest":
+                return {"sent": await tenant.send_manifest(chain, _read(args.sdl), args.sdl, args.dseq)}
+            if cmd == "status":
+                return await tenant.status(chain, args.dseq)
+            return await tenant.close(chain, args.dseq)
+        finally:
+            await chain.aclose()
+
+    try:
+        print(json.dumps(asyncio.run(go()), indent=2, default=str))
+    except ProviderError as e:
+        print(f"gpu-provider: {e}", file=sys.stderr)
+        return EXIT_INVALID
+    return EXIT_OK
+
+
+def _add_tenant(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from provider.config import keyring_path_from_env
+
+    p = sub.add_parser("tenant", help="the tenant side: keys, deploy an SDL, bids, accept, send the manifest, close")
+    p.add_argument("--chain", default="http://127.0.0.1:26680", help="chain URL (default: the local mock chain)")
+    p.add_argument("--keyring", default=str(keyring_path_from_env()), help="keyring file")
+    p.add_argument("--key", default="tenant", help="key name to sign with (default: tenant)")
+    s = p.add_subparsers(dest="tenant_command", required=True, metavar="COMMAND")
+    keys = s.add_parser("keys", help="manage keys in the local keyring")
+    ks = keys.add_subparsers(dest="keys_command", required=True, metavar="COMMAND")
+    ks.add_parser("add", help="create a key").add_argument("name")
+    ks.add_parser("show", help="print a key's address").add_argument("name")
+    ks.add_parser("list", help="list keys")
+    fund = s.add_parser("fund", help="credit this key from the mock chain's faucet")
+    fund.add_argument("--denom", default="uakt")
+    fund.add_argument("--amount", default="100000000")
+    deploy = s.add_parser("deploy", help="create a deployment from an SDL and show bids as they arrive")
+    deploy.add_argument("sdl")
+    deploy.add_argument("--deposit", default="5000000", help="escrow deposit in the SDL's denom")
+    deploy.add_argument("--dseq", type=int, help="deployment sequence (default: derived from the height)")
+    deploy.add_argument("--wait", type=float, default=15.0, help="seconds to watch for bids")
+    bids = s.add_parser("bids", help="list the bids on a deployment")
+    bids.add_argument("dseq", type=int)
+    accept = s.add_parser("accept", help="accept a bid: creates the lease")
+    accept.add_argument("bid", help="OWNER/DSEQ/GSEQ/OSEQ/PROVIDER")
+    send = s.add_parser("send-manifest", help="send the SDL's manifest to the providers holding its leases")
+    send.add_argument("dseq", type=int)
+    send.add_argument("sdl")
+    st = s.add_parser("status", help="deployment, orders, bids and leases")
+    st.add_argument("dseq", type=int)
+    cl = s.add_parser("close", help="close the deployment (leases close, escrow refunds)")
+    cl.add_argument("dseq", type=int)
+    p.set_defaults(func=_cmd_tenant)
+
+
+def _cmd_provider_run(args: argparse.Namespace) -> int:
+    import asyncio
+    import logging
+
+    from provider import app
+    from provider.config import load
+    from provider.errors import ProviderError
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s level=%(levelname)s logger=%(name)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    try:
+        config = load(Path(args.config) if args.config else None)
+        asyncio.run(app.run(config))
+    except KeyError as e:
+        print(f"gpu-provider: {e.args[0]}", file=sys.stderr)
+        return EXIT_INVALID
+    except ProviderError as e:
+        print(f"gpu-provider: {e}", file=sys.stderr)
+        return EXIT_INVALID
+    return EXIT_OK
+
+
+def _add_provider(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("run", help="run the provider daemon: follow the chain, bid on orders the cluster can serve")
+    p.add_argument("--config", help="YAML config file (see docs/configuration.md); defaults otherwise")
+    p.set_defaults(func=_cmd_provider_run)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gpu-provider",
@@ -231,6 +410,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sdl(sub)
     _add_devcluster(sub)
     _add_inventory(sub)
+    _add_chain(sub)
+    _add_tenant(sub)
+    _add_provider(sub)
     return parser
 
 

@@ -345,3 +345,92 @@ def go_sort(items: list[T], less: Any) -> list[T]:
             out[j], out[j - 1] = out[j - 1], out[j]
             j -= 1
     return out
+
+
+def group_from_json(raw: JSON) -> GroupSpec:
+    """A group spec from Akash's JSON form (what an order carries on chain). Raises ValueError with the
+    path of the first thing that is not a valid group spec."""
+
+    def need(cond: bool, where: str) -> None:
+        if not cond:
+            raise ValueError(f"invalid group spec at {where}")
+
+    def attrs(items: JSON, where: str) -> tuple[Attribute, ...]:
+        need(items is None or isinstance(items, list), where)
+        out = []
+        for i, a in enumerate(items or []):
+            need(isinstance(a, dict), f"{where}[{i}]")
+            out.append(Attribute(str(a.get("key", "")), str(a.get("value", ""))))
+        return tuple(out)
+
+    def val(obj: JSON, where: str) -> int:
+        need(isinstance(obj, dict) and isinstance(obj.get("val"), str) and obj["val"].isdigit(), where)
+        return int(obj["val"])
+
+    need(isinstance(raw, dict), "$")
+    req = raw.get("requirements") or {}
+    need(isinstance(req, dict), "requirements")
+    signed = req.get("signed_by") or {}
+    need(isinstance(signed, dict), "requirements.signed_by")
+    units = []
+    need(isinstance(raw.get("resources"), list), "resources")
+    for i, u in enumerate(raw["resources"]):
+        where = f"resources[{i}]"
+        need(isinstance(u, dict) and isinstance(u.get("resource"), dict), where)
+        r = u["resource"]
+        cpu = r.get("cpu")
+        mem = r.get("memory")
+        gpu = r.get("gpu") or {"units": {"val": "0"}}
+        storage = r.get("storage")
+        need(storage is None or isinstance(storage, list), f"{where}.resource.storage")
+        volumes = tuple(
+            Volume(
+                str(v.get("name", "")),
+                val(v.get("size"), f"{where}.storage.size"),
+                attrs(v.get("attributes"), f"{where}.storage.attributes"),
+            )
+            for v in storage or []
+            if isinstance(v, dict)
+        )
+        price = u.get("price")
+        need(isinstance(price, dict), f"{where}.price")
+        try:
+            amount = Decimal(str(price.get("amount")))
+        except ArithmeticError:
+            raise ValueError(f"invalid group spec at {where}.price.amount") from None
+        need(amount.is_finite(), f"{where}.price.amount")
+        count = u.get("count")
+        need(isinstance(count, int) and count >= 0, f"{where}.count")
+        endpoints = tuple(
+            Endpoint(EndpointKind(int(e.get("kind", 0))), int(e.get("sequence_number", 0)))
+            for e in r.get("endpoints") or []
+            if isinstance(e, dict) and int(e.get("kind", 0)) in (0, 1, 2)
+        )
+        units.append(
+            ResourceUnit(
+                Resources(
+                    id=int(r.get("id", 0)),
+                    cpu_millis=None if cpu is None else val(cpu.get("units"), f"{where}.cpu.units"),
+                    cpu_attributes=attrs((cpu or {}).get("attributes"), f"{where}.cpu.attributes"),
+                    memory_bytes=None if mem is None else val(mem.get("size"), f"{where}.memory.size"),
+                    storage=volumes or None,
+                    gpu_units=val(gpu.get("units"), f"{where}.gpu.units"),
+                    gpu_attributes=attrs(gpu.get("attributes"), f"{where}.gpu.attributes"),
+                    endpoints=endpoints,
+                ),
+                count,
+                Coin(str(price.get("denom", "")), amount),
+            )
+        )
+    all_of, any_of = signed.get("all_of"), signed.get("any_of")
+    need(all_of is None or isinstance(all_of, list), "requirements.signed_by.all_of")
+    need(any_of is None or isinstance(any_of, list), "requirements.signed_by.any_of")
+    return GroupSpec(
+        name=str(raw.get("name", "")),
+        attributes=attrs(req.get("attributes"), "requirements.attributes")
+        if req.get("attributes") is not None
+        else None,
+        signed_by_all_of=None if all_of is None else tuple(str(a) for a in all_of),
+        signed_by_any_of=None if any_of is None else tuple(str(a) for a in any_of),
+        resources=tuple(units),
+    )

@@ -1,0 +1,78 @@
+"""Composition root: builds the adapters from the config and runs the services in one TaskGroup."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from prometheus_client import CollectorRegistry
+
+from provider.bidding.engine import BidEngine, EngineConfig
+from provider.bidding.pricing import LinearPricing, ScriptPricing
+from provider.chain.client import ChainClient
+from provider.chain.keys import Keyring
+from provider.chain.types import Coin
+from provider.config import Config
+from provider.inventory.reservations import Reservations
+from provider.inventory.service import ClusterInventory
+from provider.inventory.static import StaticInventory, nodes_from_config
+from provider.kube import Kube
+from provider.metrics import BidMetrics
+
+log = logging.getLogger("provider")
+
+
+def build_pricing(config: Config) -> LinearPricing | ScriptPricing:
+    p = config.pricing
+    if p.strategy == "script":
+        return ScriptPricing(p.script_path, p.script_timeout, p.script_concurrency)
+    return LinearPricing(
+        cpu_core=p.cpu_core,
+        memory_gib=p.memory_gib,
+        ephemeral_gib=p.ephemeral_gib,
+        storage_gib=p.storage_gib,
+        endpoint=p.endpoint,
+        gpu=p.gpu,
+        gpu_default=p.gpu_default,
+        usd_per_denom=p.usd_per_denom,
+        per_block=p.per_block,
+    )
+
+
+async def run(config: Config, registry: CollectorRegistry | None = None) -> None:
+    registry = registry or CollectorRegistry()
+    key = Keyring(config.keyring).get(config.key_name)
+    chain = ChainClient(config.chain_url, key)
+    reservations = Reservations(config.storage_capacity, config.bid_hold_seconds)
+    inventory: ClusterInventory | StaticInventory
+    if config.static_nodes:
+        inventory = StaticInventory(nodes_from_config(config.static_nodes), reservations)
+    else:
+        inventory = ClusterInventory(Kube(config.kubeconfig), reservations)
+    engine = BidEngine(
+        chain,
+        inventory,
+        build_pricing(config),
+        EngineConfig(
+            state_dir=config.state_dir,
+            attributes=config.attributes,
+            host_uri=config.host_uri,
+            deposit=Coin(config.deposit_denom, config.deposit_amount),
+            bid_hold_seconds=config.bid_hold_seconds,
+            storage_classes=config.storage_classes,
+            tenant_allow=config.tenant_allow,
+            tenant_deny=config.tenant_deny,
+        ),
+        BidMetrics(registry),
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    log.info("provider starting address=%s chain=%s", key.address, config.chain_url)
+    try:
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(engine.run(stop))
+    finally:
+        await chain.aclose()

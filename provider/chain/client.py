@@ -1,0 +1,176 @@
+"""The chain client: the only module that speaks HTTP to the chain (httpx). Signs transactions with
+the account's key and keeps its sequence; every request has a timeout."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from decimal import Decimal
+from typing import Any
+
+import httpx
+
+from provider.chain.keys import Key
+from provider.chain.types import Bid, BidId, Coin, Event, Lease, Order, OrderId
+from provider.errors import ProviderError
+
+
+class ChainError(ProviderError):
+    def __init__(self, code: str, message: str, status: int = 0) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.status = status
+
+
+def _order_id(row: dict[str, Any]) -> OrderId:
+    return OrderId(row["owner"], int(row["dseq"]), int(row["gseq"]), int(row["oseq"]))
+
+
+def _bid(row: dict[str, Any]) -> Bid:
+    return Bid(
+        BidId(_order_id(row), row["provider"]),
+        row["state"],
+        Coin(row["price_denom"], Decimal(row["price"])),
+        row["created_height"],
+    )
+
+
+def _lease(row: dict[str, Any]) -> Lease:
+    return Lease(
+        BidId(_order_id(row), row["provider"]),
+        row["state"],
+        Coin(row["price_denom"], Decimal(row["price"])),
+        row["created_height"],
+        row.get("closed_reason") or "",
+    )
+
+
+class ChainClient:
+    def __init__(self, url: str, key: Key | None = None, timeout: float = 10.0) -> None:
+        self.url = url.rstrip("/")
+        self.key = key
+        self.http = httpx.AsyncClient(base_url=self.url, timeout=timeout)
+        self._chain_id: str | None = None
+        self._sequence: int | None = None
+        self._seq_lock = asyncio.Lock()
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+    async def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            resp = await self.http.request(method, path, **kwargs)
+        except httpx.HTTPError as e:
+            raise ChainError("unreachable", f"{method} {self.url}{path}: {e}") from e
+        try:
+            body = resp.json()
+        except ValueError:
+            body = {"code": "bad_response", "message": resp.text[:300]}
+        if resp.status_code >= 400:
+            detail = body.get("detail", body) if isinstance(body, dict) else {}
+            if not isinstance(detail, dict):
+                detail = {"message": str(detail)}
+            raise ChainError(str(detail.get("code", "error")), str(detail.get("message", detail)), resp.status_code)
+        return body
+
+    # -- reads -----------------------------------------------------------------------------------
+    async def status(self) -> dict[str, Any]:
+        status: dict[str, Any] = await self._request("GET", "/status")
+        self._chain_id = status["chain_id"]
+        return status
+
+    async def account(self, address: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self._request("GET", f"/accounts/{address}")
+        return result
+
+    async def provider(self, address: str) -> dict[str, Any] | None:
+        try:
+            result: dict[str, Any] = await self._request("GET", f"/providers/{address}")
+        except ChainError as e:
+            if e.status == 404:
+                return None
+            raise
+        return result
+
+    async def deployment(self, owner: str, dseq: int) -> dict[str, Any]:
+        result: dict[str, Any] = await self._request("GET", f"/deployments/{owner}/{dseq}")
+        return result
+
+    async def _pages(self, path: str, params: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        after = ""
+        while True:
+            page = await self._request(
+                "GET", path, params={**{k: v for k, v in params.items() if v is not None}, "after": after, "limit": 500}
+            )
+            for item in page["items"]:
+                yield item
+            after = page["next"]
+            if not after:
+                return
+
+    async def orders(
+        self, state: str | None = "open", owner: str | None = None, dseq: int | None = None
+    ) -> list[Order]:
+        return [
+            Order(_order_id(r), r["state"], r["spec"], r["created_height"])
+            async for r in self._pages("/orders", {"state": state, "owner": owner, "dseq": dseq})
+        ]
+
+    async def order(self, oid: OrderId) -> Order | None:
+        for o in await self.orders(state=None, owner=oid.owner, dseq=oid.dseq):
+            if o.id == oid:
+                return o
+        return None
+
+    async def bids(self, **filters: Any) -> list[Bid]:
+        return [_bid(r) async for r in self._pages("/bids", filters)]
+
+    async def leases(self, **filters: Any) -> list[Lease]:
+        return [_lease(r) async for r in self._pages("/leases", filters)]
+
+    async def lease_rows(self, **filters: Any) -> list[dict[str, Any]]:
+        return [r async for r in self._pages("/leases", filters)]
+
+    async def events(self, after: str = "", limit: int = 500, wait: float = 0) -> tuple[list[Event], str]:
+        body = await self._request(
+            "GET", "/events", params={"after": after, "limit": limit, "wait": wait}, timeout=wait + 10
+        )
+        return [Event(e["height"], e["index"], e["type"], e["data"]) for e in body["events"]], body["cursor"]
+
+    # -- writes ----------------------------------------------------------------------------------
+    async def submit(self, tx_type: str, msg: dict[str, Any]) -> dict[str, Any]:
+        if self.key is None:
+            raise ChainError("no_key", "this client has no signing key")
+        async with self._seq_lock:
+            if self._chain_id is None:
+                await self.status()
+            for attempt in range(2):
+                if self._sequence is None:
+                    self._sequence = int((await self.account(self.key.address))["sequence"])
+                sequence = self._sequence + 1
+                tx = self.key.sign_tx(self._chain_id or "", sequence, tx_type, msg)
+                try:
+                    result: dict[str, Any] = await self._request("POST", "/tx", json=tx)
+                except ChainError as e:
+                    if e.code == "bad_sequence" and attempt == 0:
+                        self._sequence = None  # someone else used the account: re-read and retry once
+                        continue
+                    if e.code != "unreachable":
+                        self._sequence = sequence  # the chain counted it even though it refused the message
+                    else:
+                        self._sequence = None
+                    raise
+                self._sequence = sequence
+                return result
+        raise ChainError("bad_sequence", "could not agree on the account sequence")
+
+    async def fund(self, address: str, denom: str, amount: Decimal) -> None:
+        await self._request("POST", "/faucet", json={"address": address, "denom": denom, "amount": str(amount)})
+
+    async def create_bid(self, order: OrderId, price: Coin, deposit: Coin) -> dict[str, Any]:
+        return await self.submit(
+            "bid.create", {"order": order.to_json(), "price": price.to_json(), "deposit": deposit.to_json()}
+        )
+
+    async def close_bid(self, order: OrderId, reason: str = "provider") -> dict[str, Any]:
+        return await self.submit("bid.close", {"order": order.to_json(), "reason": reason})

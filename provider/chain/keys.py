@@ -1,0 +1,134 @@
+"""Account keys (ed25519) and signed transactions for the market, plus the local keyring file.
+
+A transaction is signed over the canonical JSON of {chain_id, account, sequence, type, msg}: changing
+any byte breaks the signature, and the strictly increasing per-account sequence makes a replay fail.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+ADDRESS_PREFIX = "gp1"
+
+
+def address_of(public_key: bytes) -> str:
+    """An account address: prefix + the first 20 bytes of sha256(public key), hex."""
+    return ADDRESS_PREFIX + hashlib.sha256(public_key).digest()[:20].hex()
+
+
+def canonical(value: Any) -> bytes:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def sign_bytes(chain_id: str, account: str, sequence: int, tx_type: str, msg: Any) -> bytes:
+    return canonical({"chain_id": chain_id, "account": account, "sequence": sequence, "type": tx_type, "msg": msg})
+
+
+@dataclass(frozen=True)
+class Key:
+    name: str
+    private: Ed25519PrivateKey
+
+    @classmethod
+    def generate(cls, name: str) -> Key:
+        return cls(name, Ed25519PrivateKey.generate())
+
+    @classmethod
+    def from_seed(cls, name: str, seed: bytes) -> Key:
+        return cls(name, Ed25519PrivateKey.from_private_bytes(hashlib.sha256(seed).digest()))
+
+    @property
+    def public_bytes(self) -> bytes:
+        return self.private.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+    @property
+    def address(self) -> str:
+        return address_of(self.public_bytes)
+
+    def seed_bytes(self) -> bytes:
+        return self.private.private_bytes(
+            serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+        )
+
+    def sign_tx(self, chain_id: str, sequence: int, tx_type: str, msg: Any) -> dict[str, Any]:
+        signature = self.private.sign(sign_bytes(chain_id, self.address, sequence, tx_type, msg))
+        return {
+            "account": self.address,
+            "pubkey": base64.b64encode(self.public_bytes).decode(),
+            "sequence": sequence,
+            "type": tx_type,
+            "msg": msg,
+            "signature": base64.b64encode(signature).decode(),
+        }
+
+
+class SignatureError(ValueError):
+    pass
+
+
+def verify_tx(chain_id: str, tx: dict[str, Any]) -> str:
+    """Check a signed transaction's key, address and signature; returns the signer's address."""
+    try:
+        pub = base64.b64decode(tx["pubkey"], validate=True)
+        sig = base64.b64decode(tx["signature"], validate=True)
+        account, sequence, tx_type, msg = tx["account"], tx["sequence"], tx["type"], tx["msg"]
+    except (KeyError, ValueError, TypeError) as e:
+        raise SignatureError(f"malformed transaction: {e}") from None
+    if not isinstance(sequence, int) or not isinstance(account, str) or not isinstance(tx_type, str):
+        raise SignatureError("malformed transaction: account, sequence and type are required")
+    if len(pub) != 32 or address_of(pub) != account:
+        raise SignatureError("the public key does not belong to the signing account")
+    try:
+        Ed25519PublicKey.from_public_bytes(pub).verify(sig, sign_bytes(chain_id, account, sequence, tx_type, msg))
+    except InvalidSignature:
+        raise SignatureError("bad signature: the transaction was not signed by this account or was altered") from None
+    return account
+
+
+class Keyring:
+    """Named keys in a local JSON file (mode 0600)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def _load(self) -> dict[str, str]:
+        try:
+            data = json.loads(self.path.read_text())
+        except FileNotFoundError:
+            return {}
+        if not isinstance(data, dict):
+            raise ValueError(f"{self.path}: not a keyring file")
+        return {str(k): str(v) for k, v in data.items()}
+
+    def names(self) -> list[str]:
+        return sorted(self._load())
+
+    def get(self, name: str) -> Key:
+        keys = self._load()
+        if name not in keys:
+            raise KeyError(f"no key named {name!r} in {self.path}; create it with: gpu-provider tenant keys add {name}")
+        return Key(name, Ed25519PrivateKey.from_private_bytes(base64.b64decode(keys[name])))
+
+    def add(self, name: str, key: Key | None = None) -> Key:
+        keys = self._load()
+        if name in keys:
+            raise KeyError(f"a key named {name!r} already exists in {self.path}")
+        key = key or Key.generate(name)
+        keys[name] = base64.b64encode(key.seed_bytes()).decode()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(keys, f, indent=2)
+        tmp.replace(self.path)
+        return key

@@ -1,0 +1,99 @@
+"""Market value types shared by the chain client, the mock chain and the bid engine."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class OrderId:
+    owner: str
+    dseq: int
+    gseq: int
+    oseq: int
+
+    def __str__(self) -> str:
+        return f"{self.owner}/{self.dseq}/{self.gseq}/{self.oseq}"
+
+    @classmethod
+    def parse(cls, text: str) -> OrderId:
+        owner, dseq, gseq, oseq = text.split("/")
+        return cls(owner, int(dseq), int(gseq), int(oseq))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"owner": self.owner, "dseq": self.dseq, "gseq": self.gseq, "oseq": self.oseq}
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class BidId:
+    order: OrderId
+    provider: str
+
+    def __str__(self) -> str:
+        return f"{self.order}/{self.provider}"
+
+    @classmethod
+    def parse(cls, text: str) -> BidId:
+        owner, dseq, gseq, oseq, provider = text.split("/")
+        return cls(OrderId(owner, int(dseq), int(gseq), int(oseq)), provider)
+
+
+LeaseId = BidId  # a lease is identified by the bid it came from
+
+
+@dataclass(frozen=True, slots=True)
+class Coin:
+    denom: str
+    amount: Decimal
+
+    def to_json(self) -> dict[str, str]:
+        return {"denom": self.denom, "amount": str(self.amount)}
+
+    @classmethod
+    def from_json(cls, raw: Any) -> Coin:
+        return cls(str(raw["denom"]), Decimal(str(raw["amount"])))
+
+
+@dataclass(frozen=True, slots=True)
+class Order:
+    id: OrderId
+    state: str  # open | active | closed
+    group: dict[str, Any]  # the group spec, Akash JSON form
+    created_height: int
+
+    def max_price(self) -> Coin:
+        units = self.group.get("resources", [])
+        denom = units[0]["price"]["denom"] if units else ""
+        total = sum((Decimal(u["price"]["amount"]) * int(u["count"]) for u in units), Decimal(0))
+        return Coin(denom, total)
+
+
+@dataclass(frozen=True, slots=True)
+class Bid:
+    id: BidId
+    state: str  # open | active (won) | lost | closed
+    price: Coin
+    created_height: int
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    id: BidId
+    state: str  # active | closed
+    price: Coin
+    created_height: int
+    closed_reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    height: int
+    index: int
+    type: str
+    data: dict[str, Any]
+
+    @property
+    def cursor(self) -> str:
+        return f"{self.height}:{self.index}"

@@ -1,0 +1,45 @@
+"""Prometheus metrics (prometheus-client). The registry is passed in; nothing is global. Base units,
+``_total`` counters, and no ids in labels (reasons come from bounded sets)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class BidMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.orders_seen = Counter(
+            "gpu_provider_orders_seen_total", "Orders the bid engine evaluated.", registry=registry
+        )
+        self.orders_skipped = Counter(
+            "gpu_provider_orders_skipped_total", "Orders not bid on, by reason.", ["reason"], registry=registry
+        )
+        self.bids_placed = Counter("gpu_provider_bids_placed_total", "Bids the chain accepted.", registry=registry)
+        self.bids_failed = Counter(
+            "gpu_provider_bids_failed_total",
+            "Bids the chain refused or that could not be sent, by error code.",
+            ["code"],
+            registry=registry,
+        )
+        self.leases_won = Counter("gpu_provider_leases_won_total", "Leases created from our bids.", registry=registry)
+        self.bids_lost = Counter(
+            "gpu_provider_bids_lost_total", "Our bids that lost or timed out.", ["outcome"], registry=registry
+        )
+        self.last_order_seen = Gauge(
+            "gpu_provider_last_order_seen_timestamp_seconds", "Unix time the last order was seen.", registry=registry
+        )
+        self.last_bid_placed = Gauge(
+            "gpu_provider_last_bid_placed_timestamp_seconds",
+            "Unix time the last bid was accepted by the chain.",
+            registry=registry,
+        )
+        self.reservations = Gauge("gpu_provider_reservations", "Capacity holds currently open.", registry=registry)
+        self.feed_height = Gauge(
+            "gpu_provider_chain_feed_height", "Block height of the last chain event handled.", registry=registry
+        )
+        self.decision_seconds = Histogram(
+            "gpu_provider_bid_decision_seconds",
+            "Time from reading an order to the chain answering our bid.",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=registry,
+        )

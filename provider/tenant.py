@@ -1,0 +1,114 @@
+"""The tenant side of the market, for the `gpu-provider tenant ...` commands: keys, deploy an SDL, watch
+bids, accept one, send the manifest to the provider, follow and close the deployment."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from decimal import Decimal
+from typing import Any
+
+import httpx
+
+import sdl
+from provider.chain.client import ChainClient
+from provider.chain.types import BidId
+from provider.errors import ProviderError
+
+
+class TenantError(ProviderError):
+    pass
+
+
+async def deploy(
+    chain: ChainClient, text: bytes, source: str, deposit: Decimal, dseq: int | None, wait: float
+) -> dict[str, Any]:
+    try:
+        parsed = sdl.parse(text, source=source)
+    except sdl.SdlError as e:
+        raise TenantError(str(e)) from None
+    groups = parsed.groups_json()
+    denom = groups[0]["resources"][0]["price"]["denom"]
+    dseq = dseq or int((await chain.status())["height"]) * 1000 + int(time.time()) % 1000
+    await chain.submit(
+        "deployment.create",
+        {
+            "dseq": dseq,
+            "groups": groups,
+            "version": parsed.version.hex(),
+            "deposit": {"denom": denom, "amount": str(deposit)},
+        },
+    )
+    result: dict[str, Any] = {"dseq": dseq, "version": parsed.version.hex(), "bids": []}
+    deadline = time.monotonic() + wait
+    seen: set[str] = set()
+    assert chain.key is not None
+    while time.monotonic() < deadline:
+        for bid in await chain.bids(owner=chain.key.address, dseq=dseq, state="open"):
+            if str(bid.id) not in seen:
+                seen.add(str(bid.id))
+                result["bids"].append({"bid": str(bid.id), "price": str(bid.price.amount), "denom": bid.price.denom})
+                print(f"bid {bid.id} {bid.price.amount} {bid.price.denom}/block", flush=True)
+        await asyncio.sleep(0.5)
+    return result
+
+
+async def accept(chain: ChainClient, bid: str) -> dict[str, Any]:
+    try:
+        bid_id = BidId.parse(bid)
+    except ValueError:
+        raise TenantError(f"{bid!r} is not a bid id (OWNER/DSEQ/GSEQ/OSEQ/PROVIDER)") from None
+    return await chain.submit("lease.create", {"bid": {**bid_id.order.to_json(), "provider": bid_id.provider}})
+
+
+async def send_manifest(chain: ChainClient, text: bytes, source: str, dseq: int, timeout: float = 30.0) -> list[str]:
+    """PUT the manifest to every provider holding a lease of this deployment."""
+    try:
+        parsed = sdl.parse(text, source=source)
+    except sdl.SdlError as e:
+        raise TenantError(str(e)) from None
+    assert chain.key is not None
+    leases = await chain.leases(owner=chain.key.address, dseq=dseq, state="active")
+    if not leases:
+        raise TenantError(f"deployment {dseq} has no active lease yet: accept a bid first")
+    sent = []
+    async with httpx.AsyncClient(timeout=timeout) as http:
+        for lease in leases:
+            info = await chain.provider(lease.id.provider)
+            if info is None:
+                raise TenantError(f"provider {lease.id.provider} is not registered")
+            url = f"{info['host_uri'].rstrip('/')}/deployment/{dseq}/manifest"
+            body = json.dumps(parsed.manifest_json())
+            try:
+                resp = await http.put(
+                    url, content=body, headers={"Content-Type": "application/json", "X-Tenant": chain.key.address}
+                )
+            except httpx.HTTPError as e:
+                raise TenantError(f"cannot reach provider {lease.id.provider} at {url}: {e}") from e
+            if resp.status_code >= 400:
+                raise TenantError(
+                    f"provider {lease.id.provider} refused the manifest ({resp.status_code}): {resp.text[:300]}"
+                )
+            sent.append(url)
+    return sent
+
+
+async def status(chain: ChainClient, dseq: int) -> dict[str, Any]:
+    assert chain.key is not None
+    owner = chain.key.address
+    return {
+        "deployment": await chain.deployment(owner, dseq),
+        "orders": [
+            {"order": str(o.id), "state": o.state} for o in await chain.orders(state=None, owner=owner, dseq=dseq)
+        ],
+        "bids": [
+            {"bid": str(b.id), "state": b.state, "price": str(b.price.amount), "denom": b.price.denom}
+            for b in await chain.bids(owner=owner, dseq=dseq)
+        ],
+        "leases": await chain.lease_rows(owner=owner, dseq=dseq),
+    }
+
+
+async def close(chain: ChainClient, dseq: int) -> dict[str, Any]:
+    return await chain.submit("deployment.close", {"dseq": dseq})
