@@ -14,7 +14,7 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from pathlib import Path
 from typing import Protocol
@@ -45,7 +45,7 @@ class EngineConfig:
     state_dir: Path
     attributes: dict[str, str]
     host_uri: str = "https://provider.invalid:8443"
-    deposit: Coin = Coin("uakt", Decimal(500_000))
+    deposit: Coin = field(default_factory=lambda: Coin("uakt", Decimal(500_000)))
     bid_hold_seconds: float = 330.0  # the chain's bid timeout (50 blocks ~ 5 min) plus a margin
     inventory_max_age: float = 5.0
     feed_wait: float = 10.0

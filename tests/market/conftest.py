@@ -1,0 +1,127 @@
+"""The mock chain as a real server on loopback (a `gpu-provider chain serve` process), keys, and a bid
+engine wired to it with a static inventory."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client import CollectorRegistry
+
+from provider.bidding.engine import BidEngine, EngineConfig
+from provider.bidding.pricing import LinearPricing
+from provider.chain.client import ChainClient
+from provider.chain.keys import Key
+from provider.inventory.reservations import Reservations
+from provider.inventory.static import StaticInventory, nodes_from_config
+from provider.metrics import BidMetrics
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@dataclass
+class ChainProcess:
+    db: Path
+    port: int
+    block_interval: float
+    bid_timeout_blocks: int = 50
+    proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        cmd = [
+            sys.executable, "-m", "provider.cli", "chain", "serve", "--db", str(self.db), "--port", str(self.port),
+            "--block-interval", str(self.block_interval), "--bid-timeout-blocks", str(self.bid_timeout_blocks),
+        ]  # fmt: skip
+        self.proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(self.url + "/status", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        raise RuntimeError("mock chain did not start")
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+@pytest.fixture
+def chain_proc(tmp_path: Path) -> Iterator[ChainProcess]:
+    cp = ChainProcess(tmp_path / "chain.sqlite", free_port(), block_interval=0.2)
+    cp.start()
+    try:
+        yield cp
+    finally:
+        cp.stop()
+
+
+def run(coro: object) -> object:
+    return asyncio.run(coro)  # type: ignore[arg-type]
+
+
+async def funded(url: str, key: Key, uakt: int = 100_000_000, uact: int = 100_000_000) -> ChainClient:
+    client = ChainClient(url, key)
+    await client.fund(key.address, "uakt", Decimal(uakt))
+    await client.fund(key.address, "uact", Decimal(uact))
+    return client
+
+
+H100_POOL = [
+    {
+        "name": "h100",
+        "model": "h100",
+        "ram": "80Gi",
+        "interface": "sxm",
+        "gpus": 8,
+        "cpu": 192,
+        "memory_gib": 2048,
+        "count": 2,
+    }
+]
+
+
+def make_engine(
+    chain: ChainClient,
+    state_dir: Path,
+    pool: list[dict[str, object]] | None = None,
+    pricing: LinearPricing | None = None,
+    **config: object,
+) -> BidEngine:
+    inventory = StaticInventory(nodes_from_config(pool or H100_POOL), Reservations({"beta3": 10 * 1024**4}, 3600))
+    cfg = EngineConfig(
+        state_dir=state_dir, attributes={"host": "gpu-provider", "region": "us-west"}, feed_wait=0.5, **config
+    )  # type: ignore[arg-type]
+    return BidEngine(chain, inventory, pricing or LinearPricing(), cfg, BidMetrics(CollectorRegistry()))

@@ -1,0 +1,226 @@
+"""The whole market on one machine: order -> bid -> lease -> payments -> close, balances to the unit;
+then kill -9 of the chain and of the provider at several points, with no duplicate bid, no leaked
+reservation and no missed order."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from decimal import Decimal
+from pathlib import Path
+
+import httpx
+import yaml
+
+import sdl
+from provider.chain.client import ChainClient
+from provider.chain.keys import Key, Keyring
+from tests.conftest import REPO
+from tests.market.conftest import H100_POOL, ChainProcess, funded, make_engine, run
+
+EXAMPLE = sdl.parse((REPO / "sdl/examples/llm-inference.yaml").read_bytes())  # one H100, uact
+
+
+def deployment_msg(dseq: int, deposit: int, gpus: int = 1) -> dict[str, object]:
+    groups = EXAMPLE.groups_json()
+    groups[0]["resources"][0]["resource"]["gpu"]["units"]["val"] = str(gpus)
+    if gpus == 0:
+        del groups[0]["resources"][0]["resource"]["gpu"]["attributes"]
+    groups[0]["resources"][0]["price"]["amount"] = "100000.000000000000000000"
+    return {
+        "dseq": dseq,
+        "groups": groups,
+        "version": EXAMPLE.version.hex(),
+        "deposit": {"denom": "uact", "amount": str(deposit)},
+    }
+
+
+async def wait_until(check: object, timeout: float = 20) -> object:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = await check()  # type: ignore[operator]
+        if value:
+            return value
+        await asyncio.sleep(0.1)
+    raise AssertionError("timed out")
+
+
+def test_order_bid_lease_close_with_exact_escrow(chain_proc: ChainProcess, tmp_path: Path) -> None:
+    async def go() -> None:
+        tenant = await funded(chain_proc.url, Key.generate("tenant"))
+        prov_client = await funded(chain_proc.url, Key.generate("provider"))
+        engine = make_engine(prov_client, tmp_path / "state")
+        stop = asyncio.Event()
+        task = asyncio.create_task(engine.run(stop))
+        await wait_until(lambda: prov_client.provider(prov_client.key.address))  # type: ignore[union-attr]
+        deposit = 50_000_000
+        await tenant.submit("deployment.create", deployment_msg(77, deposit))
+        bids = await wait_until(lambda: tenant.bids(owner=tenant.key.address, dseq=77, state="open"))  # type: ignore[union-attr]
+        (bid,) = bids  # type: ignore[misc]
+        price = bid.price.amount
+        assert bid.price.denom == "uact" and 0 < price <= EXAMPLE.groups[0].max_price().amount
+        await tenant.submit("lease.create", {"bid": {**bid.id.order.to_json(), "provider": bid.id.provider}})
+        await asyncio.sleep(1.0)  # a few blocks of payments
+        await prov_client.submit("lease.withdraw", {"lease": {**bid.id.order.to_json(), "provider": bid.id.provider}})
+        await asyncio.sleep(0.6)
+        await tenant.submit("deployment.close", {"dseq": 77})
+        (lease,) = await tenant.lease_rows(owner=tenant.key.address, dseq=77)
+        blocks = lease["closed_height"] - lease["created_height"]
+        assert blocks >= 3 and lease["state"] == "closed" and lease["closed_reason"] == "owner"
+        paid = price * blocks
+        assert Decimal(lease["withdrawn"]) == paid and Decimal(lease["unsettled"]) == 0
+        tenant_balance = Decimal((await tenant.account(tenant.key.address))["balances"]["uact"])  # type: ignore[union-attr]
+        provider_balances = (await prov_client.account(prov_client.key.address))["balances"]  # type: ignore[union-attr]
+        assert tenant_balance == Decimal(100_000_000) - paid  # escrow refunded, exactly what was paid is gone
+        assert Decimal(provider_balances["uact"]) == Decimal(100_000_000) + paid
+        assert Decimal(provider_balances["uakt"]) == Decimal(100_000_000)  # bid deposit returned
+        dep = await tenant.deployment(tenant.key.address, 77)
+        assert dep["state"] == "closed" and Decimal(dep["escrow"]["amount"]) == 0
+        await wait_until(lambda: _released(engine))
+        stop.set()
+        await task
+        for c in (tenant, prov_client):
+            await c.aclose()
+
+    run(go())
+
+
+async def _released(engine: object) -> bool:
+    return not engine.inventory.reservations.holds()  # type: ignore[attr-defined]
+
+
+def test_escrow_running_out_closes_the_lease(chain_proc: ChainProcess, tmp_path: Path) -> None:
+    async def go() -> None:
+        tenant = await funded(chain_proc.url, Key.generate("tenant"))
+        prov = await funded(chain_proc.url, Key.generate("provider"))
+        await prov.submit("provider.create", {"attributes": {}, "host_uri": "https://p.example"})
+        await tenant.submit("deployment.create", deployment_msg(5, 500_000))
+        order = (await tenant.orders(owner=tenant.key.address))[0]  # type: ignore[union-attr]
+        await prov.submit(
+            "bid.create",
+            {
+                "order": order.id.to_json(),
+                "price": {"denom": "uact", "amount": "10000"},
+                "deposit": {"denom": "uakt", "amount": "500000"},
+            },
+        )
+        await tenant.submit("lease.create", {"bid": {**order.id.to_json(), "provider": prov.key.address}})  # type: ignore[union-attr]
+        rows = await wait_until(lambda: tenant.lease_rows(owner=tenant.key.address, state="closed"), timeout=40)  # type: ignore[union-attr]
+        (lease,) = rows  # type: ignore[misc]
+        assert lease["closed_reason"] == "insufficient_funds"
+        assert Decimal(lease["withdrawn"]) == Decimal(500_000)  # every unit of escrow went to the provider
+        dep = await tenant.deployment(tenant.key.address, 5)  # type: ignore[union-attr]
+        assert dep["state"] == "closed"
+        for c in (tenant, prov):
+            await c.aclose()
+
+    run(go())
+
+
+def test_bid_timeout_releases_the_reservation(tmp_path: Path) -> None:
+    from tests.market.conftest import free_port
+
+    cp = ChainProcess(tmp_path / "c.sqlite", free_port(), block_interval=0.1, bid_timeout_blocks=5)
+    cp.start()
+
+    async def go() -> None:
+        tenant = await funded(cp.url, Key.generate("tenant"))
+        prov = await funded(cp.url, Key.generate("provider"))
+        engine = make_engine(prov, tmp_path / "state", pool=[{**H100_POOL[0], "count": 1}])
+        stop = asyncio.Event()
+        task = asyncio.create_task(engine.run(stop))
+        await wait_until(lambda: prov.provider(prov.key.address))  # type: ignore[union-attr]
+        await tenant.submit("deployment.create", deployment_msg(1, 5_000_000, gpus=8))
+        await wait_until(lambda: tenant.bids(owner=tenant.key.address, dseq=1))  # type: ignore[union-attr]
+        assert engine.inventory.reservations.holds()
+        closed = await wait_until(lambda: tenant.bids(owner=tenant.key.address, dseq=1, state="closed"))  # type: ignore[union-attr]
+        assert closed
+        await wait_until(lambda: _released(engine))
+        assert engine.metrics.bids_lost.labels(outcome="closed")._value.get() == 1  # type: ignore[attr-defined]
+        stop.set()
+        await task
+        for c in (tenant, prov):
+            await c.aclose()
+
+    try:
+        run(go())
+    finally:
+        cp.stop()
+
+
+# -- kill -9 ---------------------------------------------------------------------------------------
+
+
+def start_provider(tmp_path: Path, chain_url: str, gpus_nodes: int = 1) -> subprocess.Popen[bytes]:
+    config = {
+        "chain": {"url": chain_url, "key": "provider", "keyring": str(tmp_path / "keyring.json")},
+        "provider": {"state_dir": str(tmp_path / "state"), "attributes": {"host": "gpu-provider"}},
+        "inventory": {"static": [{**H100_POOL[0], "count": gpus_nodes}], "storage_capacity": {"beta3": "10Ti"}},
+    }
+    (tmp_path / "provider.yaml").write_text(yaml.safe_dump(config))
+    return subprocess.Popen(
+        [sys.executable, "-m", "provider.cli", "run", "--config", str(tmp_path / "provider.yaml")],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=open(tmp_path / "provider.log", "ab"),
+    )
+
+
+def kill9(proc: subprocess.Popen[bytes]) -> None:
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def test_kill9_of_either_side_loses_nothing_and_never_bids_twice(chain_proc: ChainProcess, tmp_path: Path) -> None:
+    keyring = Keyring(tmp_path / "keyring.json")
+    pkey = keyring.add("provider")
+
+    async def go() -> None:
+        tenant = await funded(chain_proc.url, Key.generate("tenant"))
+        await funded(chain_proc.url, pkey)
+        me = pkey.address
+        reader = ChainClient(chain_proc.url)
+        provider = start_provider(tmp_path, chain_proc.url)
+        try:
+            await wait_until(lambda: reader.provider(me))
+            # 1. an 8-GPU order fills the single node; the provider bids
+            await tenant.submit("deployment.create", deployment_msg(1, 5_000_000, gpus=8))
+            await wait_until(lambda: reader.bids(provider=me, dseq=1))
+            # 2. kill -9 the provider; orders arrive while it is down
+            kill9(provider)
+            await tenant.submit(
+                "deployment.create", deployment_msg(2, 5_000_000, gpus=8)
+            )  # must not get a bid: node held
+            await tenant.submit("deployment.create", deployment_msg(3, 5_000_000, gpus=0))  # cpu-only: must get a bid
+            provider = start_provider(tmp_path, chain_proc.url)
+            await wait_until(lambda: reader.bids(provider=me, dseq=3))
+            # 3. kill -9 the chain mid-flow, restart it from its database
+            chain_proc.kill9()
+            chain_proc.start()
+            await tenant.submit("deployment.create", deployment_msg(4, 5_000_000, gpus=0))
+            await wait_until(lambda: reader.bids(provider=me, dseq=4), timeout=30)
+            # 4. the won lease survives a provider kill -9 too
+            bid1 = (await reader.bids(provider=me, dseq=1))[0]
+            await tenant.submit("lease.create", {"bid": {**bid1.id.order.to_json(), "provider": me}})
+            kill9(provider)
+            provider = start_provider(tmp_path, chain_proc.url)
+            await tenant.submit(
+                "deployment.create", deployment_msg(6, 5_000_000, gpus=1)
+            )  # node still taken by lease 1
+            await tenant.submit("deployment.create", deployment_msg(7, 5_000_000, gpus=0))
+            await wait_until(lambda: reader.bids(provider=me, dseq=7), timeout=30)
+            all_bids = await reader.bids(provider=me)
+            per_order = [str(b.id.order) for b in all_bids]
+            assert len(per_order) == len(set(per_order)), "a duplicate bid"
+            assert sorted(b.id.order.dseq for b in all_bids) == [1, 3, 4, 7]  # 2 and 6 had no room, nothing missed
+        finally:
+            kill9(provider)
+            await tenant.aclose()
+            await reader.aclose()
+
+    run(go())
+    assert httpx.get(chain_proc.url + "/status").status_code == 200
