@@ -191,7 +191,12 @@ class BidEngine:
         data = event.data
         if event.type == "order_created":
             oid = OrderId(**data["order"])
-            order = await self.chain.order(oid)
+            spec = data.get("spec")
+            order = (
+                Order(oid, "open", spec, int(data.get("height", event.height)))
+                if isinstance(spec, dict)
+                else await self.chain.order(oid)
+            )
             if order is not None and order.state == "open":
                 self._orders[oid] = order
                 await self.consider(order)

@@ -136,6 +136,11 @@ class NoFit:
 class _Snapshot:
     inventory: Inventory = field(default_factory=lambda: Inventory(()))
     leases_with_pods: frozenset[str] = frozenset()
+    free: dict[str, Resources] = field(default_factory=dict)  # per node, before holds
+
+    @classmethod
+    def of(cls, inventory: Inventory, leases: frozenset[str]) -> _Snapshot:
+        return cls(inventory, leases, {n.name: n.free for n in inventory.nodes})
 
 
 class Reservations:
@@ -163,7 +168,7 @@ class Reservations:
         dropped: from here on the pods are what counts."""
         leases = frozenset(p.lease for p in pods if p.lease)
         with self._lock:
-            self._snapshot = _Snapshot(inventory, leases)
+            self._snapshot = _Snapshot.of(inventory, leases)
             if storage_used is not None:
                 self._storage_used = dict(storage_used)
             for order_id, r in list(self._held.items()):
@@ -198,8 +203,10 @@ class Reservations:
             self._expire_locked()
             if order_id in self._held:
                 return NoFit(order_id, "duplicate_order", f"order {order_id} already holds a reservation")
-            reserved = self._reserved_locked()
-            free = {n.name: _free_after(n, reserved.get(n.name, Resources())) for n in self._snapshot.inventory.nodes}
+            free = dict(self._snapshot.free)
+            for node, held in self._reserved_locked().items():
+                if node in free:
+                    free[node] = _clamp(free[node] - held)
             outcome = _fit(order_id, demands, self._snapshot.inventory, free)
             if isinstance(outcome, NoFit):
                 return outcome
@@ -260,9 +267,7 @@ class Reservations:
             return tuple(self._held.values())
 
 
-def _free_after(node: NodeInventory, reserved_here: Resources) -> Resources:
-    """A node's free capacity net of holds (the snapshot is computed without them)."""
-    f = node.free - reserved_here
+def _clamp(f: Resources) -> Resources:
     return Resources(max(0, f.cpu_millis), max(0, f.memory_bytes), max(0, f.ephemeral_bytes), max(0, f.gpus))
 
 
@@ -291,14 +296,18 @@ def _fit(
                 f"unit {demand.unit_id} asks for {demand.volumes} volumes; at most {MAX_VOLUMES_PER_UNIT}",
             )
         need = demand.per_replica
+        if need.gpus:  # all GPUs of a replica on one node of an accepted model
+            eligible = [
+                n
+                for n, node in nodes.items()
+                if not node.unsellable and any(o.accepts(node) for o in demand.gpu_options)
+            ]
+        else:
+            eligible = list(nodes)
+        model_seen = bool(eligible)
         for _ in range(demand.count):
             candidates = []
-            model_seen = False
-            for name, node in nodes.items():
-                if need.gpus:
-                    if node.unsellable or not any(opt.accepts(node) for opt in demand.gpu_options):
-                        continue
-                    model_seen = True
+            for name in eligible:
                 if need.fits_in(free[name]):
                     left = free[name] - need
                     candidates.append(((left.gpus, left.cpu_millis, left.memory_bytes, name), name))

@@ -118,9 +118,12 @@ def make_engine(
     state_dir: Path,
     pool: list[dict[str, object]] | None = None,
     pricing: LinearPricing | None = None,
+    storage_tib: int = 10,
     **config: object,
 ) -> BidEngine:
-    inventory = StaticInventory(nodes_from_config(pool or H100_POOL), Reservations({"beta3": 10 * 1024**4}, 3600))
+    inventory = StaticInventory(
+        nodes_from_config(pool or H100_POOL), Reservations({"beta3": storage_tib * 1024**4}, 3600)
+    )
     cfg = EngineConfig(
         state_dir=state_dir, attributes={"host": "gpu-provider", "region": "us-west"}, feed_wait=0.5, **config
     )  # type: ignore[arg-type]

@@ -374,7 +374,10 @@ class Chain:
                 "INSERT INTO orders VALUES (?, ?, ?, 1, 'open', ?, ?)",
                 (signer, dseq, gseq, json.dumps(g, sort_keys=True), h),
             )
-            self._emit("order_created", {"order": {"owner": signer, "dseq": dseq, "gseq": gseq, "oseq": 1}})
+            self._emit(
+                "order_created",
+                {"order": {"owner": signer, "dseq": dseq, "gseq": gseq, "oseq": 1}, "spec": g, "height": h},
+            )
         return {"dseq": dseq}
 
     def _tx_deployment_close(self, signer: str, msg: dict[str, Any]) -> None:
