@@ -12,11 +12,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-# The main job on the embedded defaults. Until the daemon lands it checks the bundled example SDL
-# and prints the group specs Akash would put on chain for it.
+# The main job on the embedded defaults: the provider daemon following the mock chain, selling the
+# dev cluster's simulated GPUs (see hack/run-local.sh).
 run: $(STAMP)
 	$(BIN)/gpu-provider sdl check sdl/examples/llm-inference.yaml
-	$(BIN)/gpu-provider sdl groups sdl/examples/llm-inference.yaml
+	bash hack/run-local.sh
 
 lint: $(STAMP)
 	$(BIN)/ruff check provider sdl tests bench
@@ -35,6 +35,8 @@ devcluster: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/sdl_parse.py
 	$(BIN)/python bench/devcluster.py
+	$(BIN)/python bench/inventory.py
+	$(BIN)/python bench/bid_engine.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

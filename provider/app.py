@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import sys
+from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
@@ -76,3 +78,24 @@ async def run(config: Config, registry: CollectorRegistry | None = None) -> None
             tg.create_task(engine.run(stop))
     finally:
         await chain.aclose()
+
+
+def serve_mock_chain(
+    db: Path, host: str, port: int, block_interval: float, bid_timeout_blocks: int, faucet: bool
+) -> None:
+    """Run the mock chain until interrupted: SQLite state, a block every ``block_interval`` seconds."""
+    import uvicorn
+
+    from provider.chain.mock.server import BlockTicker, create_app
+    from provider.chain.mock.state import Chain, ChainParams
+
+    db.parent.mkdir(parents=True, exist_ok=True)
+    chain = Chain(db, ChainParams(bid_timeout_blocks=bid_timeout_blocks, faucet=faucet))
+    ticker = BlockTicker(chain, block_interval)
+    ticker.start()
+    print(f"mock chain on http://{host}:{port} (state {db}, a block every {block_interval}s)", file=sys.stderr)
+    try:
+        uvicorn.run(create_app(chain), host=host, port=port, log_level="warning")
+    finally:
+        ticker.stop()
+        chain.close()

@@ -223,28 +223,18 @@ def _add_inventory(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
 
 
 def _cmd_chain_serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from provider.chain.mock.server import BlockTicker, create_app
-    from provider.chain.mock.state import Chain, ChainParams
+    from provider.app import serve_mock_chain
 
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         raise _UsageError("the mock chain serves on loopback only (--host 127.0.0.1)")
-    Path(args.db).expanduser().parent.mkdir(parents=True, exist_ok=True)
-    chain = Chain(
-        Path(args.db).expanduser(), ChainParams(bid_timeout_blocks=args.bid_timeout_blocks, faucet=not args.no_faucet)
+    serve_mock_chain(
+        Path(args.db).expanduser(),
+        args.host,
+        args.port,
+        args.block_interval,
+        args.bid_timeout_blocks,
+        not args.no_faucet,
     )
-    ticker = BlockTicker(chain, args.block_interval)
-    ticker.start()
-    print(
-        f"mock chain on http://{args.host}:{args.port} (state {args.db}, a block every {args.block_interval}s)",
-        file=sys.stderr,
-    )
-    try:
-        uvicorn.run(create_app(chain), host=args.host, port=args.port, log_level="warning")
-    finally:
-        ticker.stop()
-        chain.close()
     return EXIT_OK
 
 

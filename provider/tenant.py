@@ -9,10 +9,8 @@ import time
 from decimal import Decimal
 from typing import Any
 
-import httpx
-
 import sdl
-from provider.chain.client import ChainClient
+from provider.chain.client import ChainClient, put_manifest
 from provider.chain.types import BidId
 from provider.errors import ProviderError
 
@@ -73,24 +71,13 @@ async def send_manifest(chain: ChainClient, text: bytes, source: str, dseq: int,
     if not leases:
         raise TenantError(f"deployment {dseq} has no active lease yet: accept a bid first")
     sent = []
-    async with httpx.AsyncClient(timeout=timeout) as http:
-        for lease in leases:
-            info = await chain.provider(lease.id.provider)
-            if info is None:
-                raise TenantError(f"provider {lease.id.provider} is not registered")
-            url = f"{info['host_uri'].rstrip('/')}/deployment/{dseq}/manifest"
-            body = json.dumps(parsed.manifest_json())
-            try:
-                resp = await http.put(
-                    url, content=body, headers={"Content-Type": "application/json", "X-Tenant": chain.key.address}
-                )
-            except httpx.HTTPError as e:
-                raise TenantError(f"cannot reach provider {lease.id.provider} at {url}: {e}") from e
-            if resp.status_code >= 400:
-                raise TenantError(
-                    f"provider {lease.id.provider} refused the manifest ({resp.status_code}): {resp.text[:300]}"
-                )
-            sent.append(url)
+    for lease in leases:
+        info = await chain.provider(lease.id.provider)
+        if info is None:
+            raise TenantError(f"provider {lease.id.provider} is not registered")
+        url = f"{info['host_uri'].rstrip('/')}/deployment/{dseq}/manifest"
+        await put_manifest(url, json.dumps(parsed.manifest_json()), chain.key.address)
+        sent.append(url)
     return sent
 
 

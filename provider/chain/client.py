@@ -174,3 +174,20 @@ class ChainClient:
 
     async def close_bid(self, order: OrderId, reason: str = "provider") -> dict[str, Any]:
         return await self.submit("bid.close", {"order": order.to_json(), "reason": reason})
+
+
+async def put_manifest(url: str, manifest_json: str, tenant: str, timeout: float = 30.0) -> None:
+    """PUT a manifest to a provider's API (the tenant side of manifest delivery)."""
+    async with httpx.AsyncClient(timeout=timeout) as http:
+        try:
+            resp = await http.put(
+                url, content=manifest_json, headers={"Content-Type": "application/json", "X-Tenant": tenant}
+            )
+        except httpx.HTTPError as e:
+            raise ChainError("unreachable", f"cannot reach the provider at {url}: {e}") from e
+    if resp.status_code >= 400:
+        raise ChainError(
+            "manifest_refused",
+            f"the provider refused the manifest ({resp.status_code}): {resp.text[:300]}",
+            resp.status_code,
+        )

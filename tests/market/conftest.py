@@ -10,13 +10,11 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 
 import httpx
-import pytest
 from prometheus_client import CollectorRegistry
 
 from provider.bidding.engine import BidEngine, EngineConfig
@@ -76,16 +74,6 @@ class ChainProcess:
                 self.proc.wait(10)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
-
-
-@pytest.fixture
-def chain_proc(tmp_path: Path) -> Iterator[ChainProcess]:
-    cp = ChainProcess(tmp_path / "chain.sqlite", free_port(), block_interval=0.2)
-    cp.start()
-    try:
-        yield cp
-    finally:
-        cp.stop()
 
 
 def run(coro: object) -> object:
