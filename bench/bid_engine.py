@@ -24,20 +24,9 @@ from provider.bidding.policy import GpuOffer, ProviderProfile, decide  # noqa: E
 from provider.chain.client import ChainClient  # noqa: E402
 from provider.chain.keys import Key  # noqa: E402
 from provider.inventory.reservations import NoFit, UnitDemand  # noqa: E402
-from tests.market.conftest import ChainProcess, free_port, funded, make_engine  # noqa: E402
+from tests.market.conftest import H100_POOL, ChainProcess, free_port, funded, make_engine  # noqa: E402
 
-POOL = [
-    {
-        "name": "n",
-        "model": "h100",
-        "ram": "80Gi",
-        "interface": "sxm",
-        "gpus": 8,
-        "cpu": 192,
-        "memory_gib": 2048,
-        "count": 1000,
-    }
-]
+POOL = [{**H100_POOL[0], "count": 1000}]
 EXAMPLE = sdl.parse((REPO / "sdl/examples/llm-inference.yaml").read_bytes())
 
 

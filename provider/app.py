@@ -29,17 +29,7 @@ def build_pricing(config: Config) -> LinearPricing | ScriptPricing:
     p = config.pricing
     if p.strategy == "script":
         return ScriptPricing(p.script_path, p.script_timeout, p.script_concurrency)
-    return LinearPricing(
-        cpu_core=p.cpu_core,
-        memory_gib=p.memory_gib,
-        ephemeral_gib=p.ephemeral_gib,
-        storage_gib=p.storage_gib,
-        endpoint=p.endpoint,
-        gpu=p.gpu,
-        gpu_default=p.gpu_default,
-        usd_per_denom=p.usd_per_denom,
-        per_block=p.per_block,
-    )
+    return p.linear
 
 
 async def run(config: Config, registry: CollectorRegistry | None = None) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import sdl
+from provider.errors import ProviderError
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
 
@@ -100,13 +101,9 @@ def _add_sdl(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _cmd_devcluster(args: argparse.Namespace) -> int:
-    from provider.devcluster import DevClusterError, cli_command
+    from provider.devcluster import cli_command
 
-    try:
-        return cli_command(args)
-    except DevClusterError as e:
-        print(f"devcluster: {e}", file=sys.stderr)
-        return EXIT_INVALID
+    return cli_command(args)
 
 
 def _add_devcluster(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -133,17 +130,12 @@ def _add_devcluster(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _cmd_inventory(args: argparse.Namespace) -> int:
-    from provider.errors import ProviderError
     from provider.inventory.reservations import Reservations
     from provider.inventory.service import ClusterInventory
     from provider.kube import Kube
 
-    try:
-        service = ClusterInventory(Kube(args.kubeconfig), Reservations())
-        service.refresh()
-    except ProviderError as e:
-        print(f"gpu-provider: {e}", file=sys.stderr)
-        return EXIT_INVALID
+    service = ClusterInventory(Kube(args.kubeconfig), Reservations())
+    service.refresh()
     inventory = service.current
     if args.json:
         print(json.dumps(_inventory_json(inventory), indent=2))
@@ -178,7 +170,6 @@ def _cmd_agent(args: argparse.Namespace) -> int:
     import time
 
     from provider.config import node_name_from_env
-    from provider.errors import ProviderError
     from provider.inventory.agent import Agent
     from provider.inventory.nvml import Probe
     from provider.kube import Kube
@@ -194,15 +185,12 @@ def _cmd_agent(args: argparse.Namespace) -> int:
             try:
                 agent.sync()
             except ProviderError as e:
-                logging.getLogger("provider.agent").warning("sync failed node=%s error=%r", node, str(e))
                 if args.once:
-                    return EXIT_INVALID
+                    raise
+                logging.getLogger("provider.agent").warning("sync failed node=%s error=%r", node, str(e))
             if args.once:
                 return EXIT_OK
             time.sleep(args.interval)
-    except ProviderError as e:
-        print(f"gpu-provider: {e}", file=sys.stderr)
-        return EXIT_INVALID
     finally:
         probe.close()
 
@@ -261,11 +249,7 @@ def _tenant_chain(args: argparse.Namespace) -> Any:
     from provider.chain.client import ChainClient
     from provider.chain.keys import Keyring
 
-    try:
-        key = Keyring(Path(args.keyring).expanduser()).get(args.key)
-    except KeyError as e:
-        raise _UsageError(str(e.args[0])) from None
-    return ChainClient(args.chain, key)
+    return ChainClient(args.chain, Keyring(Path(args.keyring).expanduser()).get(args.key))
 
 
 def _cmd_tenant(args: argparse.Namespace) -> int:
@@ -274,25 +258,17 @@ def _cmd_tenant(args: argparse.Namespace) -> int:
 
     from provider import tenant
     from provider.chain.keys import Keyring
-    from provider.errors import ProviderError
 
     keyring = Keyring(Path(args.keyring).expanduser())
     cmd = args.tenant_command
     if cmd == "keys":
         if args.keys_command == "add":
-            try:
-                key = keyring.add(args.name)
-            except KeyError as e:
-                raise _UsageError(str(e.args[0])) from None
-            print(key.address)
+            print(keyring.add(args.name).address)
         elif args.keys_command == "list":
             for name in keyring.names():
                 print(f"{name}\t{keyring.get(name).address}")
         else:
-            try:
-                print(keyring.get(args.name).address)
-            except KeyError as e:
-                raise _UsageError(str(e.args[0])) from None
+            print(keyring.get(args.name).address)
         return EXIT_OK
 
     async def go() -> Any:
@@ -320,11 +296,7 @@ def _cmd_tenant(args: argparse.Namespace) -> int:
         finally:
             await chain.aclose()
 
-    try:
-        print(json.dumps(asyncio.run(go()), indent=2, default=str))
-    except ProviderError as e:
-        print(f"gpu-provider: {e}", file=sys.stderr)
-        return EXIT_INVALID
+    print(json.dumps(asyncio.run(go()), indent=2, default=str))
     return EXIT_OK
 
 
@@ -369,19 +341,10 @@ def _cmd_provider_run(args: argparse.Namespace) -> int:
 
     from provider import app
     from provider.config import load
-    from provider.errors import ProviderError
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s level=%(levelname)s logger=%(name)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    try:
-        config = load(Path(args.config) if args.config else None)
-        asyncio.run(app.run(config))
-    except KeyError as e:
-        print(f"gpu-provider: {e.args[0]}", file=sys.stderr)
-        return EXIT_INVALID
-    except ProviderError as e:
-        print(f"gpu-provider: {e}", file=sys.stderr)
-        return EXIT_INVALID
+    asyncio.run(app.run(load(Path(args.config) if args.config else None)))
     return EXIT_OK
 
 
@@ -411,6 +374,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         code: int = args.func(args)
+    except ProviderError as e:
+        print(f"gpu-provider: {e}", file=sys.stderr)
+        return EXIT_INVALID
     except _UsageError as e:
         parser.print_usage(sys.stderr)
         print(f"gpu-provider: error: {e}", file=sys.stderr)

@@ -11,10 +11,14 @@ from typing import Any
 
 import yaml
 
+from provider.bidding.pricing import LinearPricing
 from provider.errors import ConfigError
 
 DEFAULT_KEYRING = Path.home() / ".config" / "gpu-provider" / "keyring.json"
 DEFAULT_STATE = Path.home() / ".local" / "state" / "gpu-provider"
+# USD per GPU-month out of the box (operators set their own), and the USD value of one denom unit.
+DEFAULT_GPU_PRICES = {"h100": Decimal(1600), "h200": Decimal(2200), "a100": Decimal(900), "rtx4090": Decimal(300)}
+DEFAULT_USD_PER_DENOM = {"uact": Decimal("0.000001"), "uakt": Decimal("0.0000006")}
 BINARY_UNITS = {"Ki": 1024, "Mi": 1024**2, "Gi": 1024**3, "Ti": 1024**4, "Pi": 1024**5}
 
 
@@ -33,31 +37,7 @@ class PricingConfig:
     script_path: str = ""
     script_timeout: float = 10.0
     script_concurrency: int = 8
-    cpu_core: Decimal = Decimal("1.60")
-    memory_gib: Decimal = Decimal("0.80")
-    ephemeral_gib: Decimal = Decimal("0.02")
-    storage_gib: dict[str, Decimal] = field(
-        default_factory=lambda: {
-            "default": Decimal("0.02"),
-            "beta1": Decimal("0.01"),
-            "beta2": Decimal("0.03"),
-            "beta3": Decimal("0.04"),
-        }
-    )
-    endpoint: Decimal = Decimal("0.05")
-    gpu: dict[str, Decimal] = field(
-        default_factory=lambda: {
-            "h100": Decimal(1600),
-            "h200": Decimal(2200),
-            "a100": Decimal(900),
-            "rtx4090": Decimal(300),
-        }
-    )
-    gpu_default: Decimal = Decimal(100)
-    usd_per_denom: dict[str, Decimal] = field(
-        default_factory=lambda: {"uact": Decimal("0.000001"), "uakt": Decimal("0.0000006")}
-    )
-    per_block: bool = False
+    linear: LinearPricing = field(default_factory=LinearPricing)
 
 
 @dataclass(frozen=True)
@@ -133,32 +113,30 @@ def load(path: Path | None) -> Config:
         raise ConfigError("pricing.strategy: use linear or script")
     if strategy == "script" and not script.get("path"):
         raise ConfigError("pricing.script.path: required with strategy script")
-    p = PricingConfig()
+    d = LinearPricing()
+
+    def rates(key: str) -> dict[str, Decimal]:
+        return {
+            str(k): _dec(v, f"pricing.linear.{key}.{k}")
+            for k, v in _map(linear.get(key), f"pricing.linear.{key}").items()
+        }
+
     pricing_cfg = PricingConfig(
         strategy=strategy,
         script_path=str(script.get("path", "")),
-        script_timeout=float(script.get("timeout", p.script_timeout)),
-        script_concurrency=int(script.get("concurrency", p.script_concurrency)),
-        cpu_core=_dec(linear.get("cpu_core", p.cpu_core), "pricing.linear.cpu_core"),
-        memory_gib=_dec(linear.get("memory_gib", p.memory_gib), "pricing.linear.memory_gib"),
-        ephemeral_gib=_dec(linear.get("ephemeral_gib", p.ephemeral_gib), "pricing.linear.ephemeral_gib"),
-        storage_gib={
-            k: _dec(v, f"pricing.linear.storage_gib.{k}")
-            for k, v in _map(linear.get("storage_gib"), "pricing.linear.storage_gib").items()
-        }
-        or p.storage_gib,
-        endpoint=_dec(linear.get("endpoint", p.endpoint), "pricing.linear.endpoint"),
-        gpu={
-            str(k): _dec(v, f"pricing.linear.gpu.{k}") for k, v in _map(linear.get("gpu"), "pricing.linear.gpu").items()
-        }
-        or p.gpu,
-        gpu_default=_dec(linear.get("gpu_default", p.gpu_default), "pricing.linear.gpu_default"),
-        usd_per_denom={
-            str(k): _dec(v, f"pricing.linear.usd_per_denom.{k}")
-            for k, v in _map(linear.get("usd_per_denom"), "pricing.linear.usd_per_denom").items()
-        }
-        or p.usd_per_denom,
-        per_block=bool(linear.get("per_block", False)),
+        script_timeout=float(script.get("timeout", 10.0)),
+        script_concurrency=int(script.get("concurrency", 8)),
+        linear=LinearPricing(
+            cpu_core=_dec(linear.get("cpu_core", d.cpu_core), "pricing.linear.cpu_core"),
+            memory_gib=_dec(linear.get("memory_gib", d.memory_gib), "pricing.linear.memory_gib"),
+            ephemeral_gib=_dec(linear.get("ephemeral_gib", d.ephemeral_gib), "pricing.linear.ephemeral_gib"),
+            storage_gib=rates("storage_gib") or d.storage_gib,
+            endpoint=_dec(linear.get("endpoint", d.endpoint), "pricing.linear.endpoint"),
+            gpu=rates("gpu") or DEFAULT_GPU_PRICES,
+            gpu_default=_dec(linear.get("gpu_default", d.gpu_default), "pricing.linear.gpu_default"),
+            usd_per_denom=rates("usd_per_denom") or DEFAULT_USD_PER_DENOM,
+            per_block=bool(linear.get("per_block", False)),
+        ),
     )
     allow = tenants.get("allow")
     return Config(

@@ -33,6 +33,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from provider.errors import ProviderError
+
 REPO = Path(__file__).resolve().parent.parent
 BUILD_SCRIPT = REPO / "hack" / "devcluster" / "build.sh"
 KWOK_STAGES = REPO / "hack" / "devcluster" / "kwok-stages.yaml"
@@ -42,7 +44,7 @@ KWOK_ANNOTATION = "kwok.x-k8s.io/node"
 POOL_LABEL = "gpu-provider.dev/pool"
 
 
-class DevClusterError(Exception):
+class DevClusterError(ProviderError):
     """Something the operator of the dev cluster must fix; the message says what."""
 
 

@@ -18,6 +18,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from provider.errors import ProviderError
+
 ADDRESS_PREFIX = "gp1"
 
 
@@ -76,6 +78,10 @@ class SignatureError(ValueError):
     pass
 
 
+class KeyringError(ProviderError):
+    """A key is missing or already exists; the message says which and where."""
+
+
 def verify_tx(chain_id: str, tx: dict[str, Any]) -> str:
     """Check a signed transaction's key, address and signature; returns the signer's address."""
     try:
@@ -107,7 +113,7 @@ class Keyring:
         except FileNotFoundError:
             return {}
         if not isinstance(data, dict):
-            raise ValueError(f"{self.path}: not a keyring file")
+            raise KeyringError(f"{self.path}: not a keyring file")
         return {str(k): str(v) for k, v in data.items()}
 
     def names(self) -> list[str]:
@@ -116,13 +122,15 @@ class Keyring:
     def get(self, name: str) -> Key:
         keys = self._load()
         if name not in keys:
-            raise KeyError(f"no key named {name!r} in {self.path}; create it with: gpu-provider tenant keys add {name}")
+            raise KeyringError(
+                f"no key named {name!r} in {self.path}; create it with: gpu-provider tenant keys add {name}"
+            )
         return Key(name, Ed25519PrivateKey.from_private_bytes(base64.b64decode(keys[name])))
 
     def add(self, name: str, key: Key | None = None) -> Key:
         keys = self._load()
         if name in keys:
-            raise KeyError(f"a key named {name!r} already exists in {self.path}")
+            raise KeyringError(f"a key named {name!r} already exists in {self.path}")
         key = key or Key.generate(name)
         keys[name] = base64.b64encode(key.seed_bytes()).decode()
         self.path.parent.mkdir(parents=True, exist_ok=True)
