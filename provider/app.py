@@ -8,7 +8,7 @@ import signal
 import sys
 from pathlib import Path
 
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, start_http_server
 
 from provider.bidding.engine import BidEngine, EngineConfig
 from provider.bidding.pricing import LinearPricing, ScriptPricing
@@ -62,7 +62,15 @@ async def run(config: Config, registry: CollectorRegistry | None = None) -> None
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    log.info("provider starting address=%s chain=%s", key.address, config.chain_url)
+    if config.metrics_address:
+        host, _, port = config.metrics_address.rpartition(":")
+        start_http_server(int(port), addr=host, registry=registry)
+    log.info(
+        "provider starting address=%s chain=%s metrics=%s",
+        key.address,
+        config.chain_url,
+        config.metrics_address or "off",
+    )
     try:
         async with asyncio.TaskGroup() as tg:
             tg.create_task(engine.run(stop))

@@ -48,6 +48,7 @@ class Config:
     host_uri: str = "https://127.0.0.1:8443"
     attributes: dict[str, str] = field(default_factory=lambda: {"host": "gpu-provider", "tier": "community"})
     state_dir: Path = DEFAULT_STATE
+    metrics_address: str = "127.0.0.1:9464"  # Prometheus scrapes /metrics here; "" disables
     kubeconfig: str | None = None
     deposit_denom: str = "uakt"
     deposit_amount: Decimal = Decimal(500_000)
@@ -76,6 +77,15 @@ def _size(value: Any, where: str) -> int:
         if text.endswith(suffix):
             return int(_dec(text[: -len(suffix)], where) * mult)
     return int(_dec(text, where))
+
+
+def _address(text: str, where: str) -> str:
+    if not text:
+        return ""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"{where}: {text!r} is not HOST:PORT (e.g. 127.0.0.1:9464)")
+    return text
 
 
 def _map(raw: Any, where: str) -> dict[str, Any]:
@@ -147,6 +157,7 @@ def load(path: Path | None) -> Config:
         attributes={str(k): str(v) for k, v in _map(prov.get("attributes"), "provider.attributes").items()}
         or base.attributes,
         state_dir=Path(str(prov.get("state_dir", base.state_dir))).expanduser(),
+        metrics_address=_address(str(prov.get("metrics_address", base.metrics_address)), "provider.metrics_address"),
         kubeconfig=inv.get("kubeconfig") or os.environ.get("KUBECONFIG") or None,
         deposit_denom=str(deposit.get("denom", base.deposit_denom)),
         deposit_amount=_dec(deposit.get("amount", base.deposit_amount), "bidding.deposit.amount"),

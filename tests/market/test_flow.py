@@ -20,7 +20,7 @@ import sdl
 from provider.chain.client import ChainClient
 from provider.chain.keys import Key, Keyring
 from tests.conftest import REPO
-from tests.market.conftest import H100_POOL, ChainProcess, funded, make_engine, run
+from tests.market.conftest import H100_POOL, ChainProcess, free_port, funded, make_engine, run
 
 EXAMPLE = sdl.parse((REPO / "sdl/examples/llm-inference.yaml").read_bytes())  # one H100, uact
 
@@ -122,8 +122,6 @@ def test_escrow_running_out_closes_the_lease(chain_proc: ChainProcess, tmp_path:
 
 
 def test_bid_timeout_releases_the_reservation(tmp_path: Path) -> None:
-    from tests.market.conftest import free_port
-
     cp = ChainProcess(tmp_path / "c.sqlite", free_port(), block_interval=0.1, bid_timeout_blocks=5)
     cp.start()
 
@@ -155,10 +153,16 @@ def test_bid_timeout_releases_the_reservation(tmp_path: Path) -> None:
 # -- kill -9 ---------------------------------------------------------------------------------------
 
 
-def start_provider(tmp_path: Path, chain_url: str, gpus_nodes: int = 1) -> subprocess.Popen[bytes]:
+def start_provider(
+    tmp_path: Path, chain_url: str, gpus_nodes: int = 1, metrics_port: int = 0
+) -> subprocess.Popen[bytes]:
     config = {
         "chain": {"url": chain_url, "key": "provider", "keyring": str(tmp_path / "keyring.json")},
-        "provider": {"state_dir": str(tmp_path / "state"), "attributes": {"host": "gpu-provider"}},
+        "provider": {
+            "state_dir": str(tmp_path / "state"),
+            "attributes": {"host": "gpu-provider"},
+            "metrics_address": f"127.0.0.1:{metrics_port}" if metrics_port else "",
+        },
         "inventory": {"static": [{**H100_POOL[0], "count": gpus_nodes}], "storage_capacity": {"beta3": "10Ti"}},
     }
     (tmp_path / "provider.yaml").write_text(yaml.safe_dump(config))
@@ -184,12 +188,16 @@ def test_kill9_of_either_side_loses_nothing_and_never_bids_twice(chain_proc: Cha
         await funded(chain_proc.url, pkey)
         me = pkey.address
         reader = ChainClient(chain_proc.url)
-        provider = start_provider(tmp_path, chain_proc.url)
+        metrics_port = free_port()
+        provider = start_provider(tmp_path, chain_proc.url, metrics_port=metrics_port)
         try:
             await wait_until(lambda: reader.provider(me))
             # 1. an 8-GPU order fills the single node; the provider bids
             await tenant.submit("deployment.create", deployment_msg(1, 5_000_000, gpus=8))
             await wait_until(lambda: reader.bids(provider=me, dseq=1))
+            scrape = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics").text
+            assert "gpu_provider_bids_placed_total 1.0" in scrape
+            assert "gpu_provider_last_bid_placed_timestamp_seconds" in scrape
             # 2. kill -9 the provider; orders arrive while it is down
             kill9(provider)
             await tenant.submit(

@@ -99,3 +99,20 @@ def test_help_lists_every_command() -> None:
     sdl_help = cli("sdl", "--help").stdout
     for cmd in ("check", "manifest", "groups", "version"):
         assert cmd in sdl_help
+
+
+def test_devcluster_pool_and_taint_manifest() -> None:
+    from provider.devcluster import DevClusterError, NodePlan, parse_pool
+
+    plans = parse_pool("h100:2x8,cpu:1")
+    assert [(p.name, p.model, p.gpus) for p in plans] == [
+        ("sim-h100-0", "h100", 8),
+        ("sim-h100-1", "h100", 8),
+        ("sim-cpu-0", None, 0),
+    ]
+    tainted = NodePlan("n", "h100", 8).manifest(taint=True)
+    assert tainted["spec"]["taints"] == [{"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}]
+    assert "taints" not in NodePlan("c", None, 0).manifest(taint=True)["spec"]
+    for bad in ("h100:x", "b300:1x8", "h100:1x0", "nonsense"):
+        with pytest.raises(DevClusterError):
+            parse_pool(bad)

@@ -49,6 +49,7 @@ def test_values_from_the_file(tmp_path: Path) -> None:
         ("inventory: {storage_capacity: {beta3: lots}}", "inventory.storage_capacity.beta3"),
         ("bogus: 1", "unknown config section"),
         ("chain: [1, 2]", "chain: expected a mapping"),
+        ("provider: {metrics_address: nowhere}", "provider.metrics_address"),
         ("a: [", "invalid YAML"),
     ],
 )
