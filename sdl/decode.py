@@ -510,8 +510,8 @@ class Decoder:
         return m.Placement(name, attrs, all_of, any_of, pricing, loc)
 
     def price(self, node: Node, loc: m.Loc) -> m.Price | None:
-        if node.is_null:
-            self.error(loc, "price is empty; write {denom: uakt, amount: 100}")
+        if node.is_null:  # Akash tolerates it while no deployment uses this profile
+            self.warn(loc, "price is empty and ignored; write {denom: uakt, amount: 100}")
             return None
         f = self.fields(node, loc, ("denom", "amount"), "a price (denom, amount)")
         amount_text = self.string(*f["amount"]) if "amount" in f else ""

@@ -548,6 +548,11 @@ def _check_units(group: s.GroupSpec, sdl: m.Sdl, loc: m.Loc, report: _Reporter) 
         total_cpu += r.cpu_millis * unit.count
         total_gpu += r.gpu_units * unit.count
         total_mem += r.memory_bytes * unit.count
+    zero = [e for e in sdl.deployment if e.placement == group.name and e.count == 0]
+    if zero and (total_cpu <= 0 or total_mem <= 0):  # nothing would run: point at the counts
+        for e in zero:
+            report(e.loc.child("count", e.loc.line, e.loc.column), "count is 0: deploy at least 1 replica")
+        return
     if not 0 < total_cpu <= MAX_UNIT_CPU * MAX_UNIT_COUNT:
         report(
             loc,
@@ -582,7 +587,9 @@ def _check_manifest(manifest: s.Manifest, sdl: m.Sdl, report: _Reporter, root: m
                     report(loc, f"service {svc.name!r}: env entry {env!r} has an invalid name; write NAME=value")
             for expose in svc.expose:
                 if not 0 < expose.port <= 65535:
-                    report(loc, f"service {svc.name!r}: port {expose.port} must be 1 to 65535")
+                    written = next((e for e in decl.expose if e.port == expose.port), None) if decl else None
+                    where = written.loc.child("port", written.loc.line, written.loc.column) if written else loc
+                    report(where, f"port {expose.port} is out of range: use 1 to 65535")
                 if expose.global_:
                     global_count += 1
                 for host in expose.hosts or ():

@@ -167,3 +167,28 @@ def test_ip_endpoint_must_exist() -> None:
 def test_ip_endpoint_must_be_of_kind_ip() -> None:
     ps = problems(IP_BASE.replace("kind: ip", "kind: shared"))
     assert any("unknown kind 'shared'" in p.message for p in ps)
+
+
+def test_a_zero_count_beside_a_running_service_is_valid_like_on_akash() -> None:
+    text = BASE.replace("deployment:\n", "deployment:\n  api:\n    dc:\n      profile: web\n      count: 0\n").replace(
+        "services:\n", "services:\n  api:\n    image: api:1\n"
+    )
+    d = sdl.parse(text)
+    assert [u.count for u in d.groups[0].resources] == [0, 1]
+
+
+def test_only_zero_counts_point_at_the_count() -> None:
+    (p,) = problems(BASE.replace("count: 1", "count: 0"))
+    assert p.path == "deployment.web.dc.count" and "at least 1 replica" in p.message
+
+
+def test_an_empty_price_for_an_unused_profile_is_only_a_warning() -> None:
+    text = BASE.replace("          pricing:\n", "          pricing:\n            unused:\n")
+    d = sdl.parse(text)
+    assert any("price is empty" in w.message for w in d.warnings)
+    ps = problems(
+        text.replace("            unused:\n", "").replace(
+            "            web:\n              denom: uakt\n              amount: 100\n", "            web:\n"
+        )
+    )
+    assert any("no pricing for profile 'web'" in p.message for p in ps)
