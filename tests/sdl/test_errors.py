@@ -183,12 +183,9 @@ def test_only_zero_counts_point_at_the_count() -> None:
 
 
 def test_an_empty_price_for_an_unused_profile_is_only_a_warning() -> None:
-    text = BASE.replace("          pricing:\n", "          pricing:\n            unused:\n")
+    text = BASE.replace("      pricing:\n", "      pricing:\n        unused:\n")
     d = sdl.parse(text)
     assert any("price is empty" in w.message for w in d.warnings)
-    ps = problems(
-        text.replace("            unused:\n", "").replace(
-            "            web:\n              denom: uakt\n              amount: 100\n", "            web:\n"
-        )
-    )
-    assert any("no pricing for profile 'web'" in p.message for p in ps)
+    used_but_empty = BASE.replace("        web:\n          denom: uakt\n          amount: 100\n", "        web:\n")
+    assert used_but_empty != BASE
+    assert any("no pricing for profile 'web'" in p.message for p in problems(used_but_empty))
