@@ -112,9 +112,4 @@ def decide(owner: str, group: GroupSpec, profile: ProviderProfile) -> Decision:
 
 
 def _offered(req: GpuRequirement, offers: frozenset[GpuOffer]) -> bool:
-    return any(
-        (req.model in ("*", o.model))
-        and (not req.ram or req.ram == o.ram_class)
-        and (not req.interface or req.interface == o.interface)
-        for o in offers
-    )
+    return any(req.matches(o.model, o.ram_class, o.interface) for o in offers)

@@ -58,14 +58,16 @@ class GpuRequirement:
                 req = replace(req, interface=value)
         return req
 
+    def matches(self, model: str, ram_class: str, interface: str) -> bool:
+        """Does a GPU of this model, ram class and interface satisfy the requirement?"""
+        if not model or self.model not in ("*", model):
+            return False
+        if self.ram and self.ram != ram_class:
+            return False
+        return not (self.interface and self.interface != interface)
+
     def accepts(self, node: NodeInventory) -> bool:
-        if not node.model:
-            return False
-        if self.model not in ("*", node.model):
-            return False
-        if self.ram and self.ram != node.ram_class:
-            return False
-        return not (self.interface and self.interface != node.interface)
+        return self.matches(node.model, node.ram_class, node.interface)
 
 
 @dataclass(frozen=True, slots=True)
