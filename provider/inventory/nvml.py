@@ -179,11 +179,12 @@ class Probe:
                 info = self._call("nvmlDeviceGetGpuInstanceProfileInfo", handle, i)
             except (_AbsentError, pynvml.NVMLError, KeyError):
                 continue
-            slices = int(getattr(info, "sliceCount", 0) or 0)
-            mem_gb = -(
-                -int(getattr(info, "memorySizeMB", 0) or 0) // 1024
-            )  # MiB -> GiB, rounded up as NVIDIA names them
-            if slices and mem_gb and (label := f"{slices}g.{mem_gb}gb") not in names:
+            label = _text(getattr(info, "name", "")).removeprefix("MIG ").strip()
+            if not label:  # drivers before the v2 profile struct: derive it (MiB -> GiB rounded up, as NVIDIA does)
+                slices = int(getattr(info, "sliceCount", 0) or 0)
+                mem_gb = -(-int(getattr(info, "memorySizeMB", 0) or 0) // 1024)
+                label = f"{slices}g.{mem_gb}gb" if slices and mem_gb else ""
+            if label and label not in names:
                 names.append(label)
         return tuple(names)
 

@@ -23,7 +23,7 @@ def test_h100_recording() -> None:
     assert gpu.uuid == "GPU-7a8ee4d2-1afc-f8a3-6cc4-0fac70c2a51d"
     assert gpu.compute_capability == (9, 0)
     assert gpu.mig_enabled is False
-    assert gpu.mig_profiles[0] == "1g.10gb" and "7g.80gb" in gpu.mig_profiles
+    assert gpu.mig_profiles == ("1g.10gb", "2g.20gb", "3g.40gb", "4g.40gb", "7g.80gb", "1g.10gb+me")
     assert gpu.healthy and gpu.health_reasons == ()
     assert gpu.temperature_celsius == 35 and gpu.power_watts == pytest.approx(74.479)
     assert gpu.utilization_percent == 0
@@ -103,3 +103,13 @@ def test_read_uses_only_recorded_calls() -> None:
     lib = FakeNvml.load(H100)
     Probe(lib=lib).read()
     assert "nvmlDeviceGetName" in lib.calls and "nvmlInit" in lib.calls
+
+
+def test_mig_profile_names_are_derived_when_the_driver_gives_none() -> None:
+    lib = FakeNvml.load(H100)
+    for i in range(8):
+        entry = lib.devices[0].get(f"nvmlDeviceGetGpuInstanceProfileInfo[{i}]", {})
+        if "ok" in entry:
+            entry["ok"].pop("name")
+    (gpu,) = Probe(lib=lib).read().gpus
+    assert gpu.mig_profiles == ("1g.10gb", "2g.20gb", "3g.40gb", "4g.40gb", "7g.80gb")
