@@ -14,6 +14,7 @@ from provider.bidding.engine import BidEngine, EngineConfig
 from provider.bidding.pricing import LinearPricing, ScriptPricing
 from provider.chain.client import ChainClient
 from provider.chain.keys import Keyring
+from provider.chain.mock.state import ChainParams
 from provider.chain.types import Coin
 from provider.config import Config
 from provider.inventory.reservations import Reservations
@@ -78,17 +79,15 @@ async def run(config: Config, registry: CollectorRegistry | None = None) -> None
         await chain.aclose()
 
 
-def serve_mock_chain(
-    db: Path, host: str, port: int, block_interval: float, bid_timeout_blocks: int, faucet: bool
-) -> None:
+def serve_mock_chain(db: Path, host: str, port: int, block_interval: float, params: ChainParams) -> None:
     """Run the mock chain until interrupted: SQLite state, a block every ``block_interval`` seconds."""
     import uvicorn
 
     from provider.chain.mock.server import BlockTicker, create_app
-    from provider.chain.mock.state import Chain, ChainParams
+    from provider.chain.mock.state import Chain
 
     db.parent.mkdir(parents=True, exist_ok=True)
-    chain = Chain(db, ChainParams(bid_timeout_blocks=bid_timeout_blocks, faucet=faucet))
+    chain = Chain(db, params)
     ticker = BlockTicker(chain, block_interval)
     ticker.start()
     print(f"mock chain on http://{host}:{port} (state {db}, a block every {block_interval}s)", file=sys.stderr)

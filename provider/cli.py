@@ -212,17 +212,16 @@ def _add_inventory(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
 
 def _cmd_chain_serve(args: argparse.Namespace) -> int:
     from provider.app import serve_mock_chain
+    from provider.chain.mock.state import ChainParams
 
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         raise _UsageError("the mock chain serves on loopback only (--host 127.0.0.1)")
-    serve_mock_chain(
-        Path(args.db).expanduser(),
-        args.host,
-        args.port,
-        args.block_interval,
-        args.bid_timeout_blocks,
-        not args.no_faucet,
+    params = ChainParams(
+        bid_timeout_blocks=args.bid_timeout_blocks,
+        order_timeout_blocks=args.order_timeout_blocks,
+        faucet=not args.no_faucet,
     )
+    serve_mock_chain(Path(args.db).expanduser(), args.host, args.port, args.block_interval, params)
     return EXIT_OK
 
 
@@ -240,6 +239,12 @@ def _add_chain(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     serve.add_argument(
         "--bid-timeout-blocks", type=int, default=50, help="blocks before an unanswered bid closes (default 50)"
+    )
+    serve.add_argument(
+        "--order-timeout-blocks",
+        type=int,
+        default=0,
+        help="blocks before an order nobody leased closes (default 0: never)",
     )
     serve.add_argument("--no-faucet", action="store_true", help="disable the /faucet endpoint")
     serve.set_defaults(func=_cmd_chain_serve)

@@ -349,7 +349,16 @@ def go_sort(items: list[T], less: Any) -> list[T]:
 
 def group_from_json(raw: JSON) -> GroupSpec:
     """A group spec from Akash's JSON form (what an order carries on chain). Raises ValueError with the
-    path of the first thing that is not a valid group spec."""
+    path of the first thing that is not a valid group spec, whatever the input."""
+    try:
+        return _group_from_json(raw)
+    except ValueError:
+        raise
+    except (AttributeError, TypeError, KeyError, IndexError, ArithmeticError) as e:
+        raise ValueError(f"invalid group spec: {type(e).__name__}: {e}") from None
+
+
+def _group_from_json(raw: JSON) -> GroupSpec:
 
     def need(cond: bool, where: str) -> None:
         if not cond:

@@ -180,7 +180,14 @@ class BidEngine:
                 await asyncio.sleep(2)
                 continue
             for event in events:
-                await self.handle(event)
+                try:
+                    await self.handle(event)
+                except ChainError as e:  # the chain went away mid-event: retry this event, not the next
+                    log.warning("event not handled, will retry event=%s error=%r", event.cursor, str(e))
+                    await asyncio.sleep(2)
+                    break
+                except Exception:  # a malformed event must not stop the engine
+                    log.exception("event skipped: cannot handle it event=%s type=%s", event.cursor, event.type)
                 cursor = event.cursor
                 self.save_cursor(cursor)
                 self.metrics.feed_height.set(event.height)

@@ -41,6 +41,7 @@ class ChainProcess:
     port: int
     block_interval: float
     bid_timeout_blocks: int = 50
+    order_timeout_blocks: int = 0
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
@@ -51,8 +52,10 @@ class ChainProcess:
         cmd = [
             sys.executable, "-m", "provider.cli", "chain", "serve", "--db", str(self.db), "--port", str(self.port),
             "--block-interval", str(self.block_interval), "--bid-timeout-blocks", str(self.bid_timeout_blocks),
+            "--order-timeout-blocks", str(self.order_timeout_blocks),
         ]  # fmt: skip
-        self.proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        with open(self.db.with_suffix(".log"), "ab") as log:  # never a pipe nobody reads: it would fill and block
+            self.proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:

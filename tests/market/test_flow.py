@@ -150,6 +150,39 @@ def test_bid_timeout_releases_the_reservation(tmp_path: Path) -> None:
         cp.stop()
 
 
+def test_order_timeout_closes_the_order_and_releases_the_hold(tmp_path: Path) -> None:
+    cp = ChainProcess(
+        tmp_path / "c.sqlite", free_port(), block_interval=0.1, bid_timeout_blocks=0, order_timeout_blocks=8
+    )
+    cp.start()
+
+    async def go() -> None:
+        tenant = await funded(cp.url, Key.generate("tenant"))
+        prov = await funded(cp.url, Key.generate("provider"))
+        engine = make_engine(prov, tmp_path / "state")
+        stop = asyncio.Event()
+        task = asyncio.create_task(engine.run(stop))
+        await wait_until(lambda: prov.provider(prov.key.address))  # type: ignore[union-attr]
+        await tenant.submit("deployment.create", deployment_msg(1, 5_000_000))
+        await wait_until(lambda: tenant.bids(owner=tenant.key.address, dseq=1))  # type: ignore[union-attr]
+        closed = await wait_until(lambda: tenant.orders(state="closed", owner=tenant.key.address))  # type: ignore[union-attr]
+        assert closed
+        await wait_until(lambda: _released(engine))
+        (bid,) = await tenant.bids(owner=tenant.key.address, dseq=1)  # type: ignore[union-attr]
+        assert bid.state == "closed"
+        balances = (await prov.account(prov.key.address))["balances"]  # type: ignore[union-attr]
+        assert Decimal(balances["uakt"]) == Decimal(100_000_000)  # deposit back
+        stop.set()
+        await task
+        for c in (tenant, prov):
+            await c.aclose()
+
+    try:
+        run(go())
+    finally:
+        cp.stop()
+
+
 # -- kill -9 ---------------------------------------------------------------------------------------
 
 
@@ -232,3 +265,44 @@ def test_kill9_of_either_side_loses_nothing_and_never_bids_twice(chain_proc: Cha
 
     run(go())
     assert httpx.get(chain_proc.url + "/status").status_code == 200
+
+
+def test_malformed_events_are_skipped_not_fatal(chain_proc: ChainProcess, tmp_path: Path) -> None:
+    from provider.chain.types import Event
+
+    async def go() -> None:
+        tenant = await funded(chain_proc.url, Key.generate("tenant"))
+        prov = await funded(chain_proc.url, Key.generate("provider"))
+        engine = make_engine(prov, tmp_path / "state")
+        real_events = prov.events
+        junk = [
+            Event(1, 0, "order_created", {"order": "not an id"}),
+            Event(
+                1,
+                1,
+                "order_created",
+                {"order": {"owner": "o", "dseq": 1, "gseq": 1, "oseq": 1}, "spec": {"resources": "x"}},
+            ),
+            Event(1, 2, "lease_created", {"lease": {}}),
+        ]
+
+        async def events_with_junk(after: str = "", limit: int = 500, wait: float = 0) -> tuple[list[Event], str]:
+            if junk:
+                batch = list(junk)
+                junk.clear()
+                return batch, after
+            return await real_events(after=after, limit=limit, wait=wait)
+
+        prov.events = events_with_junk  # type: ignore[method-assign]
+        stop = asyncio.Event()
+        task = asyncio.create_task(engine.run(stop))
+        await wait_until(lambda: prov.provider(prov.key.address))  # type: ignore[union-attr]
+        await tenant.submit("deployment.create", deployment_msg(1, 5_000_000))
+        await wait_until(lambda: tenant.bids(owner=tenant.key.address, dseq=1))  # type: ignore[union-attr]
+        assert not junk and not task.done()  # the junk was read, and the engine is still running
+        stop.set()
+        await task
+        for c in (tenant, prov):
+            await c.aclose()
+
+    run(go())

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from provider.chain.keys import SignatureError, verify_tx
+from sdl.spec import group_from_json
 
 DENOMS = ("uakt", "uact")
 MAX_BIDS_PER_ORDER = 20
@@ -351,6 +352,13 @@ class Chain:
         version = msg.get("version")
         if not isinstance(groups, list) or not groups or not all(isinstance(g, dict) for g in groups):
             raise TxError("invalid_field", "groups must be a non-empty list of group specs")
+        for i, g in enumerate(groups):
+            try:
+                spec = group_from_json(g)
+            except (ValueError, TypeError, KeyError) as e:
+                raise TxError("invalid_group", f"groups[{i}]: {e}") from None
+            if not spec.resources or any(u.count < 1 or u.price.amount <= 0 for u in spec.resources):
+                raise TxError("invalid_group", f"groups[{i}]: every resource unit needs a count >= 1 and a price > 0")
         if not isinstance(version, str) or len(version) != 64:
             raise TxError("invalid_field", "version must be the 32-byte deployment hash in hex")
         denom, deposit = _coin(msg.get("deposit"), "deposit")
