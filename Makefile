@@ -24,9 +24,10 @@ lint: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-# Lint, types, import contracts, then every test: unit, SDL conformance, and the cluster tests
-# against a real control plane (built once from hack/devcluster, then cached).
+# Lint, types, import contracts, then every test: unit, SDL conformance, market, and the cluster
+# tests against a real control plane (built here once from hack/devcluster, then cached; ~10 min cold).
 test: lint
+	bash hack/devcluster/build.sh >/dev/null
 	$(BIN)/python -m pytest
 
 devcluster: $(STAMP)

@@ -7,6 +7,9 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cache_root="${GPU_PROVIDER_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/gpu-provider}/devcluster"
 
+if ! command -v go >/dev/null 2>&1 && [ -x /usr/local/go/bin/go ]; then
+  export PATH="$PATH:/usr/local/go/bin"  # the usual install location, when a login shell did not add it
+fi
 if ! command -v go >/dev/null 2>&1; then
   echo "devcluster: the Go toolchain is required to build the dev cluster (install Go >= 1.26)" >&2
   exit 3
