@@ -17,7 +17,10 @@ KUBECONFIG_PATH="$("$G" devcluster up)"
 echo "== mock chain on $CHAIN (state $STATE/mock-chain.sqlite)" >&2
 "$G" chain serve --db "$STATE/mock-chain.sqlite" --port "$CHAIN_PORT" >"$STATE/mock-chain.log" 2>&1 &
 CHAIN_PID=$!
-trap 'kill "$CHAIN_PID" 2>/dev/null || true' EXIT
+PROVIDER_PID=""
+cleanup() { kill $PROVIDER_PID "$CHAIN_PID" 2>/dev/null || true; }
+trap cleanup EXIT
+trap 'cleanup; exit 130' INT TERM HUP
 for _ in $(seq 100); do curl -fs "$CHAIN/status" >/dev/null 2>&1 && break; sleep 0.1; done
 
 for name in provider tenant; do
@@ -39,4 +42,6 @@ cat >&2 <<TXT
    $G tenant --chain $CHAIN accept <bid id printed above>
    $G inventory --kubeconfig $KUBECONFIG_PATH
 TXT
-"$G" run --config "$STATE/provider.yaml"
+"$G" run --config "$STATE/provider.yaml" &
+PROVIDER_PID=$!
+wait "$PROVIDER_PID"
