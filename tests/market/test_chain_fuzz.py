@@ -139,3 +139,23 @@ def test_near_valid_deployments_never_break_the_chain(chain_proc: ChainProcess) 
     for order in orders:  # whatever was accepted is a readable order
         assert order["spec"]["resources"]
     http.close()
+
+
+def test_junk_queries_get_clear_errors(chain_proc: ChainProcess) -> None:
+    http = httpx.Client(base_url=chain_proc.url, timeout=10)
+    for path, params in [
+        ("/orders", {"after": "a/b/c/d"}),
+        ("/orders", {"after": "x"}),
+        ("/bids", {"after": "a/1/2/3"}),
+        ("/leases", {"after": "1/2/3/4/5/6"}),
+        ("/orders", {"limit": "-1"}),
+        ("/orders", {"dseq": "ten"}),
+        ("/events", {"after": "1:x"}),
+        ("/events", {"wait": "999"}),
+        ("/deployments/x/notanumber", {}),
+        ("/providers/nobody", {}),
+    ]:
+        r = http.get(path, params=params)
+        assert 400 <= r.status_code < 500, (path, params, r.status_code, r.text)
+    assert http.get("/status").status_code == 200
+    http.close()

@@ -240,7 +240,10 @@ class Chain:
             if len(parts) != len(key_cols):
                 raise TxError("invalid_page", "page key does not match this listing")
             where.append(f"({', '.join(key_cols)}) > ({', '.join('?' * len(key_cols))})")
-            args.extend(int(p) if c in ("dseq", "gseq", "oseq") else p for c, p in zip(key_cols, parts, strict=True))
+            for c, p in zip(key_cols, parts, strict=True):
+                if c in ("dseq", "gseq", "oseq") and not p.isdigit():
+                    raise TxError("invalid_page", f"page key part {c} must be a number")
+                args.append(int(p) if c in ("dseq", "gseq", "oseq") else p)
         sql = f"SELECT {', '.join(columns)} FROM {table}"
         if where:
             sql += " WHERE " + " AND ".join(where)
