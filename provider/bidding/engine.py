@@ -23,6 +23,7 @@ from provider.bidding.policy import GpuOffer, ProviderProfile, decide
 from provider.bidding.pricing import LinearPricing, NoPrice, Quote, ScriptPricing
 from provider.chain.client import ChainClient, ChainError
 from provider.chain.types import BidId, Coin, Event, Order, OrderId
+from provider.errors import ProviderError
 from provider.inventory.cluster import Inventory
 from provider.inventory.reservations import NoFit, Reservation, Reservations, UnitDemand
 from provider.metrics import BidMetrics
@@ -165,13 +166,26 @@ class BidEngine:
         self.metrics.reservations.set(len(self.inventory.reservations.holds()))
 
     # -- the loop --------------------------------------------------------------------------------
-    async def run(self, stop: asyncio.Event | None = None) -> None:
+    async def start(self) -> str:
+        """Register and catch up; returns the cursor to follow from."""
         cursor = self.load_cursor()
         if not cursor:  # first start: the catch-up scan covers history, follow from the current block
             height = int((await self.chain.status())["height"])
             cursor = f"{max(0, height - 1)}:{2**31}"
         await self.register()
         await self.catch_up()
+        return cursor
+
+    async def run(self, stop: asyncio.Event | None = None) -> None:
+        while True:
+            try:
+                cursor = await self.start()
+                break
+            except ProviderError as e:  # chain or cluster not reachable yet: wait for them, say so
+                log.warning("cannot start bidding yet, retrying in 2s error=%r", str(e))
+                if stop is not None and stop.is_set():
+                    return
+                await asyncio.sleep(2)
         while stop is None or not stop.is_set():
             try:
                 events, next_cursor = await self.chain.events(after=cursor, wait=self.config.feed_wait)
@@ -182,7 +196,7 @@ class BidEngine:
             for event in events:
                 try:
                     await self.handle(event)
-                except ChainError as e:  # the chain went away mid-event: retry this event, not the next
+                except ProviderError as e:  # chain or cluster went away mid-event: retry this event, not the next
                     log.warning("event not handled, will retry event=%s error=%r", event.cursor, str(e))
                     await asyncio.sleep(2)
                     break

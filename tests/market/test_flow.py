@@ -306,3 +306,29 @@ def test_malformed_events_are_skipped_not_fatal(chain_proc: ChainProcess, tmp_pa
             await c.aclose()
 
     run(go())
+
+
+def test_provider_started_before_the_chain_waits_for_it(tmp_path: Path) -> None:
+    cp = ChainProcess(tmp_path / "c.sqlite", free_port(), block_interval=0.2)
+    pkey = Keyring(tmp_path / "keyring.json").add("provider")
+    provider = start_provider(tmp_path, cp.url)  # nothing listens there yet
+    try:
+        time.sleep(3)
+        assert provider.poll() is None, "the daemon must keep waiting for its chain, not exit"
+        cp.start()
+
+        async def go() -> None:
+            tenant = await funded(cp.url, Key.generate("tenant"))
+            await funded(cp.url, pkey)
+            reader = ChainClient(cp.url)
+            await wait_until(lambda: reader.provider(pkey.address), timeout=30)
+            await tenant.submit("deployment.create", deployment_msg(1, 5_000_000))
+            await wait_until(lambda: reader.bids(provider=pkey.address, dseq=1), timeout=30)
+            await tenant.aclose()
+            await reader.aclose()
+
+        run(go())
+        assert "cannot start bidding yet" in (tmp_path / "provider.log").read_text()
+    finally:
+        kill9(provider)
+        cp.stop()
