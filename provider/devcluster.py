@@ -24,6 +24,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -276,6 +277,22 @@ def _alive(pid: int) -> bool:
         return False
 
 
+def _wait_gone(pids: Iterable[int], timeout: float) -> bool:
+    """Wait until none of ``pids`` is alive, reaping those that are our children. True when all are gone."""
+    pending = list(pids)
+    deadline = time.monotonic() + timeout
+    while True:
+        for pid in pending:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)
+        pending = [p for p in pending if _alive(p)]
+        if not pending:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+
+
 def build_binaries() -> Path:
     """Build (once per pin set) the real components; returns their directory."""
     if not BUILD_SCRIPT.is_file():
@@ -344,7 +361,9 @@ class DevCluster:
     def up(self, pool: str = DEFAULT_POOL, taint: bool = False, timeout: float = 180.0) -> Path:
         plans = parse_pool(pool)
         state = self._load()
-        if state is not None and all(self.running().values()) and self._ready():
+        if state is not None and all(self.running().values()):
+            # already running: a slow /readyz under load is no reason to restart it
+            self._wait(self._ready, timeout, "the running API server to answer /readyz", "kube-apiserver")
             self._ensure_nodes(plans, taint)
             self._wait_nodes_ready(plans, timeout)
             return self.kubeconfig
@@ -551,16 +570,15 @@ class DevCluster:
                     os.killpg(pid, signal.SIGTERM)
                 except ProcessLookupError:
                     continue
-        deadline = time.monotonic() + 15
-        while any(_alive(pid) for pid in pids.values()) and time.monotonic() < deadline:
-            time.sleep(0.1)
+        _wait_gone(pids.values(), 15)
         for pid in pids.values():
             if _alive(pid):
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(pid, signal.SIGKILL)
-        for pid in pids.values():  # reap our own children so nothing lingers as a zombie
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(pid, os.WNOHANG)
+        if not _wait_gone(pids.values(), 10):
+            raise DevClusterError(
+                f"processes {[p for p in pids.values() if _alive(p)]} survived SIGKILL; see {self.logs}"
+            )
         if self.dir.exists():
             shutil.rmtree(self.dir)
 
