@@ -70,6 +70,21 @@ class Resources:
     def scaled(self, n: int) -> Resources:
         return Resources(self.cpu_millis * n, self.memory_bytes * n, self.ephemeral_bytes * n, self.gpus * n)
 
+    def clamped(self) -> Resources:
+        """Negative quantities (an overcommitted node) read as zero."""
+        return Resources(
+            max(0, self.cpu_millis), max(0, self.memory_bytes), max(0, self.ephemeral_bytes), max(0, self.gpus)
+        )
+
+    def maximum(self, other: Resources) -> Resources:
+        """Element-wise maximum."""
+        return Resources(
+            max(self.cpu_millis, other.cpu_millis),
+            max(self.memory_bytes, other.memory_bytes),
+            max(self.ephemeral_bytes, other.ephemeral_bytes),
+            max(self.gpus, other.gpus),
+        )
+
     def fits_in(self, other: Resources) -> bool:
         return (
             self.cpu_millis <= other.cpu_millis

@@ -133,21 +133,11 @@ class Kube:
                 total = total + req
                 for k, v in m.items():
                     mig[k] = mig.get(k, 0) + v
-            init_max = Resources()
+            init_max = Resources()  # init containers run one at a time: the largest one counts
             for c in p.spec.init_containers or []:
                 req, _ = resources_from(c.resources.requests if c.resources else None)
-                init_max = Resources(
-                    max(init_max.cpu_millis, req.cpu_millis),
-                    max(init_max.memory_bytes, req.memory_bytes),
-                    max(init_max.ephemeral_bytes, req.ephemeral_bytes),
-                    max(init_max.gpus, req.gpus),
-                )
-            total = Resources(
-                max(total.cpu_millis, init_max.cpu_millis),
-                max(total.memory_bytes, init_max.memory_bytes),
-                max(total.ephemeral_bytes, init_max.ephemeral_bytes),
-                max(total.gpus, init_max.gpus),
-            )
+                init_max = init_max.maximum(req)
+            total = total.maximum(init_max)
             out.append(
                 PodView(
                     namespace=p.metadata.namespace,

@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 from sdl import model as m
 from sdl.errors import Problem, Severity
+from sdl.spec import go_sort
 from sdl.units import (
     UnitError,
     format_binary,
@@ -435,7 +436,7 @@ class Decoder:
             if vol.name in names:
                 self.error(vol.loc, f"volume name {vol.name!r} is used twice; give each volume its own name")
             names.add(vol.name)
-        return tuple(_sort_volumes(volumes)) or None
+        return tuple(go_sort(volumes, _volume_less)) or None
 
     def volume(self, node: Node, loc: m.Loc, forced_name: str | None) -> m.Volume | None:
         if node.is_null:
@@ -604,16 +605,6 @@ def _volume_less(a: m.Volume, b: m.Volume) -> bool:
     if ja != "true":
         return False
     return a.name < b.name
-
-
-def _sort_volumes(volumes: list[m.Volume]) -> list[m.Volume]:
-    out = list(volumes)
-    for i in range(1, len(out)):
-        j = i
-        while j > 0 and _volume_less(out[j], out[j - 1]):
-            out[j], out[j - 1] = out[j - 1], out[j]
-            j -= 1
-    return out
 
 
 def _request_uri_error(host: str) -> str:

@@ -8,7 +8,7 @@ collects all its problems; a later pass runs only when the earlier ones found no
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 
 from sdl import model as m
@@ -241,7 +241,7 @@ def _build(sdl: m.Sdl, report: _Reporter) -> tuple[tuple[s.GroupSpec, ...], s.Ma
                 lambda a, b: a.sequence_number < b.sequence_number,
             )
             group.units[location] = s.ResourceUnit(
-                _replace_endpoints(unit.resources, tuple(merged)), unit.count + entry.count, unit.price
+                replace(unit.resources, endpoints=tuple(merged)), unit.count + entry.count, unit.price
             )
         group.services.append(_manifest_service(sdl, svc, entry, _resources(compute, rid, endpoints), exposes))
     groups: list[s.GroupSpec] = []
@@ -252,19 +252,6 @@ def _build(sdl: m.Sdl, report: _Reporter) -> tuple[tuple[s.GroupSpec, ...], s.Ma
         groups.append(s.GroupSpec(b.name, sorted_attrs, b.all_of, b.any_of, tuple(b.units)))
         manifest.append(s.ManifestGroup(b.name, tuple(sorted(b.services, key=lambda x: x.name))))
     return tuple(groups), tuple(manifest)
-
-
-def _replace_endpoints(res: s.Resources, endpoints: tuple[s.Endpoint, ...]) -> s.Resources:
-    return s.Resources(
-        res.id,
-        res.cpu_millis,
-        res.cpu_attributes,
-        res.memory_bytes,
-        res.storage,
-        res.gpu_units,
-        res.gpu_attributes,
-        endpoints,
-    )
 
 
 def _apply_tee(svc: m.Service, compute: m.ComputeResources | None, group: _GroupBuilder, report: _Reporter) -> None:

@@ -109,7 +109,7 @@ class BidEngine:
                 if n.model and n.gpus_total and not n.unsellable
             )
             if offers != self.profile.gpu_offers:
-                self.profile = _with(self.profile, gpu_offers=offers)
+                self.profile = replace(self.profile, gpu_offers=offers)
 
     async def register(self) -> None:
         """Publish our attributes, GPU capabilities included (capabilities/gpu/vendor/nvidia/model/<m>)."""
@@ -129,7 +129,7 @@ class BidEngine:
     async def _load_audits(self) -> None:
         info = await self.chain.provider(self.me)
         audited = info.get("audited", {}) if info else {}
-        self.profile = _with(
+        self.profile = replace(
             self.profile,
             audited=audited,
             storage_classes=self.config.storage_classes,
@@ -139,7 +139,7 @@ class BidEngine:
 
     async def catch_up(self) -> None:
         """Re-hold what our open bids and unsettled leases need, then evaluate every open order."""
-        await self.refresh_inventory(force=True)
+        await self.refresh_inventory()  # register() has just refreshed it; only older snapshots are re-read
         ours = {b.id.order: b for b in await self.chain.bids(provider=self.me, state="open")}
         for lease in await self.chain.leases(provider=self.me, state="active"):
             order = await self.chain.order(lease.id.order)
@@ -311,7 +311,3 @@ class BidEngine:
         if isinstance(self.pricing, ScriptPricing):
             return await self.pricing.quote(group, models, order.id.owner)
         return self.pricing.quote(group, models)
-
-
-def _with(profile: ProviderProfile, **changes: object) -> ProviderProfile:
-    return replace(profile, **changes)  # type: ignore[arg-type]

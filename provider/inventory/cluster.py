@@ -8,7 +8,7 @@ physically: a node whose GPUs are time-sliced or shared through MPS advertises `
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from provider.domain import NodeView, PodView, Resources
 
@@ -115,12 +115,7 @@ def compute(
         if unsellable:
             gpus_free = 0
             free = Resources()
-        free = Resources(
-            max(0, free.cpu_millis),
-            max(0, free.memory_bytes),
-            max(0, free.ephemeral_bytes),
-            gpus_free,
-        )
+        free = replace(free.clamped(), gpus=gpus_free)
         result.append(
             NodeInventory(
                 name=node.name,

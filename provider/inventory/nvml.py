@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import pynvml
@@ -210,11 +211,7 @@ class Probe:
         if not xids:
             return gpu
         reasons = (*gpu.health_reasons, f"critical XID events {sorted(xids)}")
-        return GpuInfo(**{**_fields(gpu), "healthy": False, "health_reasons": reasons})
-
-
-def _fields(gpu: GpuInfo) -> dict[str, Any]:
-    return {name: getattr(gpu, name) for name in GpuInfo.__slots__}
+        return replace(gpu, healthy=False, health_reasons=reasons)
 
 
 def _text(value: Any) -> str:

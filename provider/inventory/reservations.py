@@ -208,7 +208,7 @@ class Reservations:
             free = dict(self._snapshot.free)
             for node, held in self._reserved_locked().items():
                 if node in free:
-                    free[node] = _clamp(free[node] - held)
+                    free[node] = (free[node] - held).clamped()
             outcome = _fit(order_id, demands, self._snapshot.inventory, free)
             if isinstance(outcome, NoFit):
                 return outcome
@@ -267,10 +267,6 @@ class Reservations:
     def holds(self) -> tuple[Reservation, ...]:
         with self._lock:
             return tuple(self._held.values())
-
-
-def _clamp(f: Resources) -> Resources:
-    return Resources(max(0, f.cpu_millis), max(0, f.memory_bytes), max(0, f.ephemeral_bytes), max(0, f.gpus))
 
 
 def _sum_persistent(demands: tuple[UnitDemand, ...]) -> tuple[tuple[str, int], ...]:
