@@ -24,7 +24,7 @@ from provider.bidding.policy import GpuOffer, ProviderProfile, decide  # noqa: E
 from provider.chain.client import ChainClient  # noqa: E402
 from provider.chain.keys import Key  # noqa: E402
 from provider.inventory.reservations import NoFit, UnitDemand  # noqa: E402
-from tests.market.conftest import H100_POOL, ChainProcess, free_port, funded, make_engine  # noqa: E402
+from tests.market.conftest import H100_POOL, ChainProcess, free_port, funded, make_engine, running  # noqa: E402
 
 POOL = [{**H100_POOL[0], "count": 1000}]
 EXAMPLE = sdl.parse((REPO / "sdl/examples/llm-inference.yaml").read_bytes())
@@ -81,32 +81,27 @@ async def bench_latency(tmp: Path, orders: int = 100) -> None:
             return result
 
         prov.create_bid = timed_bid  # type: ignore[method-assign]
-        stop = asyncio.Event()
-        task = asyncio.create_task(engine.run(stop))
-        while await prov.provider(prov.key.address) is None:  # type: ignore[union-attr]
-            await asyncio.sleep(0.1)
-        groups = EXAMPLE.groups_json()
-        for dseq in range(1, orders + 1):
-            await tenant.submit(
-                "deployment.create",
-                {
-                    "dseq": dseq,
-                    "groups": groups,
-                    "version": EXAMPLE.version.hex(),
-                    "deposit": {"denom": "uact", "amount": "5000000"},
-                },
+        async with running(engine):  # returns once the provider is registered
+            groups = EXAMPLE.groups_json()
+            for dseq in range(1, orders + 1):
+                await tenant.submit(
+                    "deployment.create",
+                    {
+                        "dseq": dseq,
+                        "groups": groups,
+                        "version": EXAMPLE.version.hex(),
+                        "deposit": {"denom": "uact", "amount": "5000000"},
+                    },
+                )
+                created[f"{tenant.key.address}/{dseq}/1/1"] = time.perf_counter()  # type: ignore[union-attr]
+            deadline = time.monotonic() + 120
+            while len(answered) < orders and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
+            latencies = [(answered[k] - created[k]) * 1000 for k in created if k in answered]
+            print(
+                f"order in feed -> bid accepted, {orders} open orders: {len(latencies)} bids, "
+                f"p50 {statistics.median(latencies):.1f} ms, p99 {pct(latencies, 0.99):.1f} ms, max {max(latencies):.1f} ms"
             )
-            created[f"{tenant.key.address}/{dseq}/1/1"] = time.perf_counter()  # type: ignore[union-attr]
-        deadline = time.monotonic() + 120
-        while len(answered) < orders and time.monotonic() < deadline:
-            await asyncio.sleep(0.1)
-        latencies = [(answered[k] - created[k]) * 1000 for k in created if k in answered]
-        print(
-            f"order in feed -> bid accepted, {orders} open orders: {len(latencies)} bids, "
-            f"p50 {statistics.median(latencies):.1f} ms, p99 {pct(latencies, 0.99):.1f} ms, max {max(latencies):.1f} ms"
-        )
-        stop.set()
-        await task
         await tenant.aclose()
         await prov.aclose()
     finally:

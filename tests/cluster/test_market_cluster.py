@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import pytest
@@ -15,8 +14,8 @@ from provider.inventory.reservations import Reservations
 from provider.inventory.service import ClusterInventory
 from provider.kube import Kube
 from provider.metrics import BidMetrics
-from tests.market.conftest import ChainProcess, funded, run
-from tests.market.test_flow import deployment_msg, wait_until
+from tests.market.conftest import ChainProcess, funded, run, running, wait_until
+from tests.market.test_flow import deployment_msg
 
 pytestmark = pytest.mark.cluster
 
@@ -34,20 +33,18 @@ def test_engine_bids_from_the_cluster_inventory(kubeconfig: Path, chain_proc: Ch
             EngineConfig(tmp_path, {"host": "gpu-provider"}, feed_wait=0.5),
             BidMetrics(registry),
         )
-        stop = asyncio.Event()
-        task = asyncio.create_task(engine.run(stop))
-        info = await wait_until(lambda: prov.provider(prov.key.address))  # type: ignore[union-attr]
-        assert info["attributes"]["capabilities/gpu/vendor/nvidia/model/h100"] == "true"  # type: ignore[index]
-        assert info["attributes"]["capabilities/gpu/vendor/nvidia/model/a100/ram/80Gi/interface/sxm"] == "true"  # type: ignore[index]
-        await tenant.submit("deployment.create", deployment_msg(1, 5_000_000, gpus=1))  # one H100
-        await tenant.submit("deployment.create", deployment_msg(2, 5_000_000, gpus=9))  # no node has 9
-        await wait_until(lambda: tenant.bids(owner=tenant.key.address, dseq=1))  # type: ignore[union-attr]
-        hold = inventory.reservations.get(f"{tenant.key.address}/1/1/1")  # type: ignore[union-attr]
-        assert hold is not None and hold.placements[0].node.startswith("sim-h100-")
-        await wait_until(lambda: _skipped(registry, "insufficient_gpu"))
-        assert await tenant.bids(owner=tenant.key.address, dseq=2) == []  # type: ignore[union-attr]
-        stop.set()
-        await task
+        async with running(engine):
+            info = await prov.provider(prov.key.address)
+            assert info is not None
+            assert info["attributes"]["capabilities/gpu/vendor/nvidia/model/h100"] == "true"
+            assert info["attributes"]["capabilities/gpu/vendor/nvidia/model/a100/ram/80Gi/interface/sxm"] == "true"
+            await tenant.submit("deployment.create", deployment_msg(1, 5_000_000, gpus=1))  # one H100
+            await tenant.submit("deployment.create", deployment_msg(2, 5_000_000, gpus=9))  # no node has 9
+            await wait_until(lambda: tenant.bids(owner=tenant.key.address, dseq=1))  # type: ignore[union-attr]
+            hold = inventory.reservations.get(f"{tenant.key.address}/1/1/1")  # type: ignore[union-attr]
+            assert hold is not None and hold.placements[0].node.startswith("sim-h100-")
+            await wait_until(lambda: _skipped(registry, "insufficient_gpu"))
+            assert await tenant.bids(owner=tenant.key.address, dseq=2) == []  # type: ignore[union-attr]
         await tenant.aclose()
         await prov.aclose()
 

@@ -10,6 +10,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -21,6 +23,7 @@ from provider.bidding.engine import BidEngine, EngineConfig
 from provider.bidding.pricing import LinearPricing
 from provider.chain.client import ChainClient
 from provider.chain.keys import Key
+from provider.chain.types import Coin
 from provider.inventory.reservations import Reservations
 from provider.inventory.static import StaticInventory, nodes_from_config
 from provider.metrics import BidMetrics
@@ -79,6 +82,31 @@ class ChainProcess:
                 self.proc.kill()
 
 
+async def wait_until(check: object, timeout: float = 20) -> object:
+    """Poll an async check until it returns something truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = await check()  # type: ignore[operator]
+        if value:
+            return value
+        await asyncio.sleep(0.1)
+    raise AssertionError("timed out")
+
+
+@asynccontextmanager
+async def running(engine: BidEngine) -> AsyncIterator[asyncio.Task[None]]:
+    """The engine's run loop in the background, from its registration on chain until the block ends.
+    Yields the loop's task, so a test can check it is still alive."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(engine.run(stop))
+    try:
+        await wait_until(lambda: engine.chain.provider(engine.me), timeout=30)
+        yield task
+    finally:
+        stop.set()
+        await task
+
+
 def run(coro: object) -> object:
     return asyncio.run(coro)  # type: ignore[arg-type]
 
@@ -89,6 +117,8 @@ async def funded(url: str, key: Key, uakt: int = 100_000_000, uact: int = 100_00
     await client.fund(key.address, "uact", Decimal(uact))
     return client
 
+
+BID_DEPOSIT = Coin("uakt", Decimal(500_000))  # the mock chain's minimum
 
 H100_POOL = [
     {

@@ -13,8 +13,9 @@ import pytest
 import sdl
 from provider.chain.client import ChainClient, ChainError
 from provider.chain.keys import Key
+from provider.chain.types import Coin
 from tests.conftest import REPO
-from tests.market.conftest import ChainProcess, funded, run
+from tests.market.conftest import BID_DEPOSIT, ChainProcess, funded, run
 
 EXAMPLE = sdl.parse((REPO / "sdl/examples/llm-inference.yaml").read_bytes())
 
@@ -115,37 +116,16 @@ def test_only_the_owner_accepts_and_only_the_provider_bids_as_itself(chain_proc:
         await prov.submit("provider.create", {"attributes": {}, "host_uri": "https://p.example"})
         await tenant.submit("deployment.create", deployment_msg(5))
         order = (await tenant.orders(owner=tenant.key.address))[0]  # type: ignore[union-attr]
-        await prov.submit(
-            "bid.create",
-            {
-                "order": order.id.to_json(),
-                "price": {"denom": "uact", "amount": "100"},
-                "deposit": {"denom": "uakt", "amount": "500000"},
-            },
-        )
+        await prov.create_bid(order.id, Coin("uact", Decimal(100)), BID_DEPOSIT)
         bid = {**order.id.to_json(), "provider": prov.key.address}  # type: ignore[union-attr]
         with pytest.raises(ChainError) as e:
             await other.submit("lease.create", {"bid": bid})
         assert e.value.code == "unauthorized" and e.value.status == 403
         with pytest.raises(ChainError) as e:
-            await other.submit(
-                "bid.create",
-                {
-                    "order": order.id.to_json(),
-                    "price": {"denom": "uact", "amount": "1"},
-                    "deposit": {"denom": "uakt", "amount": "500000"},
-                },
-            )
+            await other.create_bid(order.id, Coin("uact", Decimal(1)), BID_DEPOSIT)
         assert e.value.code == "not_a_provider"
         with pytest.raises(ChainError) as e:
-            await prov.submit(
-                "bid.create",
-                {
-                    "order": order.id.to_json(),
-                    "price": {"denom": "uact", "amount": "5"},
-                    "deposit": {"denom": "uakt", "amount": "500000"},
-                },
-            )
+            await prov.create_bid(order.id, Coin("uact", Decimal(5)), BID_DEPOSIT)
         assert e.value.code == "bid_exists"
         await tenant.submit("lease.create", {"bid": bid})
         for c in (tenant, other, prov):
@@ -176,14 +156,7 @@ def test_bid_price_rules(chain_proc: ChainProcess, price: str, code: str) -> Non
             )
         assert e.value.code == code
         with pytest.raises(ChainError) as e:
-            await prov.submit(
-                "bid.create",
-                {
-                    "order": order.id.to_json(),
-                    "price": {"denom": "uakt", "amount": "1"},
-                    "deposit": {"denom": "uakt", "amount": "500000"},
-                },
-            )
+            await prov.create_bid(order.id, Coin("uakt", Decimal(1)), BID_DEPOSIT)
         assert e.value.code == "invalid_price"  # wrong denom
         await tenant.aclose()
         await prov.aclose()

@@ -19,8 +19,19 @@ import yaml
 import sdl
 from provider.chain.client import ChainClient
 from provider.chain.keys import Key, Keyring
+from provider.chain.types import Coin
 from tests.conftest import REPO
-from tests.market.conftest import H100_POOL, ChainProcess, free_port, funded, make_engine, run
+from tests.market.conftest import (
+    BID_DEPOSIT,
+    H100_POOL,
+    ChainProcess,
+    free_port,
+    funded,
+    make_engine,
+    run,
+    running,
+    wait_until,
+)
 
 EXAMPLE = sdl.parse((REPO / "sdl/examples/llm-inference.yaml").read_bytes())  # one H100, uact
 
@@ -39,50 +50,38 @@ def deployment_msg(dseq: int, deposit: int, gpus: int = 1) -> dict[str, object]:
     }
 
 
-async def wait_until(check: object, timeout: float = 20) -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = await check()  # type: ignore[operator]
-        if value:
-            return value
-        await asyncio.sleep(0.1)
-    raise AssertionError("timed out")
-
-
 def test_order_bid_lease_close_with_exact_escrow(chain_proc: ChainProcess, tmp_path: Path) -> None:
     async def go() -> None:
         tenant = await funded(chain_proc.url, Key.generate("tenant"))
         prov_client = await funded(chain_proc.url, Key.generate("provider"))
         engine = make_engine(prov_client, tmp_path / "state")
-        stop = asyncio.Event()
-        task = asyncio.create_task(engine.run(stop))
-        await wait_until(lambda: prov_client.provider(prov_client.key.address))  # type: ignore[union-attr]
-        deposit = 50_000_000
-        await tenant.submit("deployment.create", deployment_msg(77, deposit))
-        bids = await wait_until(lambda: tenant.bids(owner=tenant.key.address, dseq=77, state="open"))  # type: ignore[union-attr]
-        (bid,) = bids  # type: ignore[misc]
-        price = bid.price.amount
-        assert bid.price.denom == "uact" and 0 < price <= EXAMPLE.groups[0].max_price().amount
-        await tenant.submit("lease.create", {"bid": {**bid.id.order.to_json(), "provider": bid.id.provider}})
-        await asyncio.sleep(1.0)  # a few blocks of payments
-        await prov_client.submit("lease.withdraw", {"lease": {**bid.id.order.to_json(), "provider": bid.id.provider}})
-        await asyncio.sleep(0.6)
-        await tenant.submit("deployment.close", {"dseq": 77})
-        (lease,) = await tenant.lease_rows(owner=tenant.key.address, dseq=77)
-        blocks = lease["closed_height"] - lease["created_height"]
-        assert blocks >= 3 and lease["state"] == "closed" and lease["closed_reason"] == "owner"
-        paid = price * blocks
-        assert Decimal(lease["withdrawn"]) == paid and Decimal(lease["unsettled"]) == 0
-        tenant_balance = Decimal((await tenant.account(tenant.key.address))["balances"]["uact"])  # type: ignore[union-attr]
-        provider_balances = (await prov_client.account(prov_client.key.address))["balances"]  # type: ignore[union-attr]
-        assert tenant_balance == Decimal(100_000_000) - paid  # escrow refunded, exactly what was paid is gone
-        assert Decimal(provider_balances["uact"]) == Decimal(100_000_000) + paid
-        assert Decimal(provider_balances["uakt"]) == Decimal(100_000_000)  # bid deposit returned
-        dep = await tenant.deployment(tenant.key.address, 77)
-        assert dep["state"] == "closed" and Decimal(dep["escrow"]["amount"]) == 0
-        await wait_until(lambda: _released(engine))
-        stop.set()
-        await task
+        async with running(engine):
+            deposit = 50_000_000
+            await tenant.submit("deployment.create", deployment_msg(77, deposit))
+            bids = await wait_until(lambda: tenant.bids(owner=tenant.key.address, dseq=77, state="open"))  # type: ignore[union-attr]
+            (bid,) = bids  # type: ignore[misc]
+            price = bid.price.amount
+            assert bid.price.denom == "uact" and 0 < price <= EXAMPLE.groups[0].max_price().amount
+            await tenant.submit("lease.create", {"bid": {**bid.id.order.to_json(), "provider": bid.id.provider}})
+            await asyncio.sleep(1.0)  # a few blocks of payments
+            await prov_client.submit(
+                "lease.withdraw", {"lease": {**bid.id.order.to_json(), "provider": bid.id.provider}}
+            )
+            await asyncio.sleep(0.6)
+            await tenant.submit("deployment.close", {"dseq": 77})
+            (lease,) = await tenant.lease_rows(owner=tenant.key.address, dseq=77)
+            blocks = lease["closed_height"] - lease["created_height"]
+            assert blocks >= 3 and lease["state"] == "closed" and lease["closed_reason"] == "owner"
+            paid = price * blocks
+            assert Decimal(lease["withdrawn"]) == paid and Decimal(lease["unsettled"]) == 0
+            tenant_balance = Decimal((await tenant.account(tenant.key.address))["balances"]["uact"])  # type: ignore[union-attr]
+            provider_balances = (await prov_client.account(prov_client.key.address))["balances"]  # type: ignore[union-attr]
+            assert tenant_balance == Decimal(100_000_000) - paid  # escrow refunded, exactly what was paid is gone
+            assert Decimal(provider_balances["uact"]) == Decimal(100_000_000) + paid
+            assert Decimal(provider_balances["uakt"]) == Decimal(100_000_000)  # bid deposit returned
+            dep = await tenant.deployment(tenant.key.address, 77)
+            assert dep["state"] == "closed" and Decimal(dep["escrow"]["amount"]) == 0
+            await wait_until(lambda: _released(engine))
         for c in (tenant, prov_client):
             await c.aclose()
 
@@ -100,14 +99,7 @@ def test_escrow_running_out_closes_the_lease(chain_proc: ChainProcess, tmp_path:
         await prov.submit("provider.create", {"attributes": {}, "host_uri": "https://p.example"})
         await tenant.submit("deployment.create", deployment_msg(5, 500_000))
         order = (await tenant.orders(owner=tenant.key.address))[0]  # type: ignore[union-attr]
-        await prov.submit(
-            "bid.create",
-            {
-                "order": order.id.to_json(),
-                "price": {"denom": "uact", "amount": "10000"},
-                "deposit": {"denom": "uakt", "amount": "500000"},
-            },
-        )
+        await prov.create_bid(order.id, Coin("uact", Decimal(10000)), BID_DEPOSIT)
         await tenant.submit("lease.create", {"bid": {**order.id.to_json(), "provider": prov.key.address}})  # type: ignore[union-attr]
         rows = await wait_until(lambda: tenant.lease_rows(owner=tenant.key.address, state="closed"), timeout=40)  # type: ignore[union-attr]
         (lease,) = rows  # type: ignore[misc]
@@ -129,18 +121,14 @@ def test_bid_timeout_releases_the_reservation(tmp_path: Path) -> None:
         tenant = await funded(cp.url, Key.generate("tenant"))
         prov = await funded(cp.url, Key.generate("provider"))
         engine = make_engine(prov, tmp_path / "state", pool=[{**H100_POOL[0], "count": 1}])
-        stop = asyncio.Event()
-        task = asyncio.create_task(engine.run(stop))
-        await wait_until(lambda: prov.provider(prov.key.address))  # type: ignore[union-attr]
-        await tenant.submit("deployment.create", deployment_msg(1, 5_000_000, gpus=8))
-        await wait_until(lambda: tenant.bids(owner=tenant.key.address, dseq=1))  # type: ignore[union-attr]
-        assert engine.inventory.reservations.holds()
-        closed = await wait_until(lambda: tenant.bids(owner=tenant.key.address, dseq=1, state="closed"))  # type: ignore[union-attr]
-        assert closed
-        await wait_until(lambda: _released(engine))
-        assert engine.metrics.bids_lost.labels(outcome="closed")._value.get() == 1  # type: ignore[attr-defined]
-        stop.set()
-        await task
+        async with running(engine):
+            await tenant.submit("deployment.create", deployment_msg(1, 5_000_000, gpus=8))
+            await wait_until(lambda: tenant.bids(owner=tenant.key.address, dseq=1))  # type: ignore[union-attr]
+            assert engine.inventory.reservations.holds()
+            closed = await wait_until(lambda: tenant.bids(owner=tenant.key.address, dseq=1, state="closed"))  # type: ignore[union-attr]
+            assert closed
+            await wait_until(lambda: _released(engine))
+            assert engine.metrics.bids_lost.labels(outcome="closed")._value.get() == 1  # type: ignore[attr-defined]
         for c in (tenant, prov):
             await c.aclose()
 
@@ -160,20 +148,16 @@ def test_order_timeout_closes_the_order_and_releases_the_hold(tmp_path: Path) ->
         tenant = await funded(cp.url, Key.generate("tenant"))
         prov = await funded(cp.url, Key.generate("provider"))
         engine = make_engine(prov, tmp_path / "state")
-        stop = asyncio.Event()
-        task = asyncio.create_task(engine.run(stop))
-        await wait_until(lambda: prov.provider(prov.key.address))  # type: ignore[union-attr]
-        await tenant.submit("deployment.create", deployment_msg(1, 5_000_000))
-        await wait_until(lambda: tenant.bids(owner=tenant.key.address, dseq=1))  # type: ignore[union-attr]
-        closed = await wait_until(lambda: tenant.orders(state="closed", owner=tenant.key.address))  # type: ignore[union-attr]
-        assert closed
-        await wait_until(lambda: _released(engine))
-        (bid,) = await tenant.bids(owner=tenant.key.address, dseq=1)  # type: ignore[union-attr]
-        assert bid.state == "closed"
-        balances = (await prov.account(prov.key.address))["balances"]  # type: ignore[union-attr]
-        assert Decimal(balances["uakt"]) == Decimal(100_000_000)  # deposit back
-        stop.set()
-        await task
+        async with running(engine):
+            await tenant.submit("deployment.create", deployment_msg(1, 5_000_000))
+            await wait_until(lambda: tenant.bids(owner=tenant.key.address, dseq=1))  # type: ignore[union-attr]
+            closed = await wait_until(lambda: tenant.orders(state="closed", owner=tenant.key.address))  # type: ignore[union-attr]
+            assert closed
+            await wait_until(lambda: _released(engine))
+            (bid,) = await tenant.bids(owner=tenant.key.address, dseq=1)  # type: ignore[union-attr]
+            assert bid.state == "closed"
+            balances = (await prov.account(prov.key.address))["balances"]  # type: ignore[union-attr]
+            assert Decimal(balances["uakt"]) == Decimal(100_000_000)  # deposit back
         for c in (tenant, prov):
             await c.aclose()
 
@@ -294,14 +278,10 @@ def test_malformed_events_are_skipped_not_fatal(chain_proc: ChainProcess, tmp_pa
             return await real_events(after=after, limit=limit, wait=wait)
 
         prov.events = events_with_junk  # type: ignore[method-assign]
-        stop = asyncio.Event()
-        task = asyncio.create_task(engine.run(stop))
-        await wait_until(lambda: prov.provider(prov.key.address))  # type: ignore[union-attr]
-        await tenant.submit("deployment.create", deployment_msg(1, 5_000_000))
-        await wait_until(lambda: tenant.bids(owner=tenant.key.address, dseq=1))  # type: ignore[union-attr]
-        assert not junk and not task.done()  # the junk was read, and the engine is still running
-        stop.set()
-        await task
+        async with running(engine) as task:
+            await tenant.submit("deployment.create", deployment_msg(1, 5_000_000))
+            await wait_until(lambda: tenant.bids(owner=tenant.key.address, dseq=1))  # type: ignore[union-attr]
+            assert not junk and not task.done()  # the junk was read, and the engine is still running
         for c in (tenant, prov):
             await c.aclose()
 
