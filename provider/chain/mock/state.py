@@ -47,6 +47,25 @@ CREATE INDEX IF NOT EXISTS leases_by_provider ON leases (provider, state);
 """
 
 
+_ORDER_KEY = ("owner", "dseq", "gseq", "oseq")
+_COLUMNS = {  # what each listing returns, key columns first
+    "orders": (*_ORDER_KEY, "state", "spec", "created_height"),
+    "bids": (*_ORDER_KEY, "provider", "state", "price_denom", "price", "deposit_denom", "deposit", "created_height"),
+    "leases": (
+        *_ORDER_KEY,
+        "provider",
+        "state",
+        "price_denom",
+        "price",
+        "unsettled",
+        "withdrawn",
+        "created_height",
+        "closed_height",
+        "closed_reason",
+    ),
+}
+
+
 class TxError(Exception):
     """A transaction the chain refuses; ``code`` is stable for clients, the message says why."""
 
@@ -198,38 +217,8 @@ class Chain:
         self, table: str, filters: dict[str, Any], after: str = "", limit: int = 100
     ) -> tuple[list[dict[str, Any]], str]:
         """Paged listing of orders, bids or leases; ``after`` is the last key of the previous page."""
-        columns = {
-            "orders": ("owner", "dseq", "gseq", "oseq", "state", "spec", "created_height"),
-            "bids": (
-                "owner",
-                "dseq",
-                "gseq",
-                "oseq",
-                "provider",
-                "state",
-                "price_denom",
-                "price",
-                "deposit_denom",
-                "deposit",
-                "created_height",
-            ),
-            "leases": (
-                "owner",
-                "dseq",
-                "gseq",
-                "oseq",
-                "provider",
-                "state",
-                "price_denom",
-                "price",
-                "unsettled",
-                "withdrawn",
-                "created_height",
-                "closed_height",
-                "closed_reason",
-            ),
-        }[table]
-        key_cols = ("owner", "dseq", "gseq", "oseq") + (("provider",) if table != "orders" else ())
+        columns = _COLUMNS[table]
+        key_cols = _ORDER_KEY + (("provider",) if table != "orders" else ())
         where, args = [], []
         for k, v in filters.items():
             if v is not None and k in columns:
