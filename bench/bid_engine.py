@@ -1,7 +1,7 @@
 """Benchmark the bid engine.
 
-1. Orders per second evaluated and priced (policy + reserve + price, no chain round trip) against a
-   1,000-node inventory.
+1. Per-order decision latency (policy + reserve + price, no chain round trip) against a 1,000-node /
+   8,000-GPU inventory, p50/p99, with 1 and with 100 replicas per order.
 2. Latency from an order appearing in the chain feed to its bid being accepted by the chain, with 100
    open orders, against the real mock chain server on loopback.
 Prints figures only.
@@ -14,6 +14,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections import deque
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -21,9 +22,12 @@ sys.path.insert(0, str(REPO))
 
 import sdl  # noqa: E402
 from provider.bidding.policy import GpuOffer, ProviderProfile, decide  # noqa: E402
+from provider.bidding.pricing import Quote  # noqa: E402
 from provider.chain.client import ChainClient  # noqa: E402
 from provider.chain.keys import Key  # noqa: E402
-from provider.inventory.reservations import NoFit, UnitDemand  # noqa: E402
+from provider.domain import UnitDemand  # noqa: E402
+from provider.inventory.reservations import NoFit  # noqa: E402
+from sdl.spec import group_from_json  # noqa: E402
 from tests.market.conftest import H100_POOL, ChainProcess, free_port, funded, make_engine, running  # noqa: E402
 
 POOL = [{**H100_POOL[0], "count": 1000}]
@@ -35,32 +39,39 @@ def pct(values: list[float], q: float) -> float:
     return s[min(len(s) - 1, int(q * len(s)))]
 
 
-def bench_evaluation(tmp: Path, n: int = 2000) -> None:
+async def bench_evaluation(tmp: Path, n: int = 2000, replicas: int = 1) -> None:
+    """Per-order decision latency: policy + reserve + price, timed one order at a time (no chain call)."""
     engine = make_engine(
-        ChainClient("http://127.0.0.1:1", Key.generate("p")), tmp / "eval", pool=POOL, storage_tib=1000
+        ChainClient("http://127.0.0.1:1", Key.generate("p")), tmp / f"eval{replicas}", pool=POOL, storage_tib=10**6
     )
     engine.profile = ProviderProfile(
         engine.me, {"host": "gpu-provider"}, gpu_offers=frozenset({GpuOffer("h100", "80Gi", "sxm")})
     )
     engine.inventory.refresh()
-    group = EXAMPLE.groups[0]
-    demand = UnitDemand.from_group(group)
-    start = time.perf_counter()
+    groups = EXAMPLE.groups_json()
+    groups[0]["resources"][0]["count"] = replicas
+    group = group_from_json(groups[0])
+    times: list[float] = []
+    held_ids: deque[str] = deque()
     bids = 0
     for i in range(n):
+        start = time.perf_counter()
         decision = decide("gp1tenant", group, engine.profile)
         if not decision.bid:
-            continue
-        held = engine.inventory.reservations.reserve(f"o{i}", demand)
+            raise SystemExit(f"policy refused the benchmark order: {decision}")
+        held = engine.holds.reserve(f"o{i}", UnitDemand.from_group(group))
         if isinstance(held, NoFit):
-            continue
-        quote = engine.pricing.quote(group, {1: ("h100", "80Gi", "sxm")})  # type: ignore[call-arg]
-        bids += 1
-        engine.inventory.reservations.release(f"o{i}")
-        del quote
-    elapsed = time.perf_counter() - start
+            raise SystemExit(f"no fit: {held}")
+        quote = await engine.pricing.price(group, {p.unit_id: p.gpu for p in held.placements}, "gp1tenant")
+        times.append((time.perf_counter() - start) * 1000)
+        bids += isinstance(quote, Quote)
+        held_ids.append(f"o{i}")
+        if len(held_ids) > 3000 // replicas:  # up to ~3,000 GPUs held by open bids, the oldest released
+            engine.holds.release(held_ids.popleft())
     print(
-        f"evaluation (policy + reserve + price) against 1,000 nodes / 8,000 GPUs: {n / elapsed:,.0f} orders/s ({bids} priced)"
+        f"decision (policy + reserve + price), 1,000 nodes / 8,000 GPUs, {replicas} replica(s) per order, "
+        f"{n} orders: p50 {pct(times, 0.5):.3f} ms, p99 {pct(times, 0.99):.3f} ms, "
+        f"{n / (sum(times) / 1000):,.0f} orders/s ({bids} priced)"
     )
 
 
@@ -110,7 +121,8 @@ async def bench_latency(tmp: Path, orders: int = 100) -> None:
 
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        bench_evaluation(Path(tmp))
+        asyncio.run(bench_evaluation(Path(tmp)))
+        asyncio.run(bench_evaluation(Path(tmp), n=500, replicas=100))
         asyncio.run(bench_latency(Path(tmp)))
 
 

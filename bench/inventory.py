@@ -17,9 +17,9 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from provider.devcluster import DevCluster  # noqa: E402
-from provider.domain import NodeGpuFacts, NodeView, PodView, Resources  # noqa: E402
+from provider.domain import GpuRequirement, NodeGpuFacts, NodeView, PodView, Resources, UnitDemand  # noqa: E402  # noqa: E402
 from provider.inventory.cluster import compute  # noqa: E402
-from provider.inventory.reservations import GpuRequirement, NoFit, Reservations, UnitDemand  # noqa: E402
+from provider.inventory.reservations import NoFit, Reservations  # noqa: E402
 from provider.inventory.service import ClusterInventory  # noqa: E402
 from provider.kube import Kube  # noqa: E402
 
@@ -74,7 +74,7 @@ def main() -> None:
     print(
         f"compute(): {args.nodes} nodes / {args.nodes * 8} GPUs / {len(pods)} pods: best {min(runs) * 1000:.1f} ms, median {statistics.median(runs) * 1000:.1f} ms"
     )
-    r = Reservations(hold_seconds=3600)
+    r = Reservations(hold_blocks=3600)
     r.refresh(inv, pods)
     times = bench_reserve(r, 500)
     print(
@@ -89,7 +89,7 @@ def main() -> None:
         cluster.up(pool=f"h100:{args.nodes}x8", timeout=900)
         print(f"dev cluster with {args.nodes} KWOK H100 nodes up in {time.monotonic() - t:.1f} s")
         try:
-            service = ClusterInventory(Kube(str(cluster.kubeconfig)), Reservations(hold_seconds=3600))
+            service = ClusterInventory(Kube(str(cluster.kubeconfig)), Reservations(hold_blocks=3600))
             refreshes = [service.refresh().seconds for _ in range(5)]
             print(
                 f"refresh() against the API ({args.nodes} nodes, {args.nodes * 8} GPUs): best {min(refreshes) * 1000:.0f} ms, median {statistics.median(refreshes) * 1000:.0f} ms"

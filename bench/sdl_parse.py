@@ -73,6 +73,23 @@ def main() -> None:
         report("reference (Go)", run_oracle(args.oracle, files, args.rounds))
     else:
         print("reference (Go)         not run: pass --oracle or set GPU_PROVIDER_SDL_ORACLE (see hack/sdl-oracle)")
+    hostile_errors()
+
+
+def hostile_errors() -> None:
+    """Error collection stays linear: a 100 KB file with 8,000 unknown keys (8,000 problems)."""
+    for keys in (2_000, 8_000):
+        body = "\n".join(f"    k{i}: 1" for i in range(keys))
+        text = f'version: "2.0"\nservices:\n  web:\n    image: x\n{body}\n'
+        start = time.perf_counter()
+        try:
+            sdl.parse(text)
+        except sdl.SdlError as e:
+            problems = len(e.problems) + len(e.warnings)
+        print(
+            f"hostile: {keys:,} unknown keys in {len(text) / 1000:.0f} KB -> {problems:,} problems "
+            f"in {(time.perf_counter() - start) * 1000:.0f} ms"
+        )
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry, start_http_server
 
 from provider.bidding.engine import BidEngine, EngineConfig
-from provider.bidding.pricing import LinearPricing, ScriptPricing
+from provider.bidding.pricing import PricingPort, ScriptPricing
 from provider.chain.client import ChainClient
 from provider.chain.keys import Keyring
 from provider.chain.mock.state import ChainParams
@@ -26,36 +26,43 @@ from provider.metrics import BidMetrics
 log = logging.getLogger("provider")
 
 
-def build_pricing(config: Config) -> LinearPricing | ScriptPricing:
+def build_pricing(config: Config) -> PricingPort:
     p = config.pricing
     if p.strategy == "script":
-        return ScriptPricing(p.script_path, p.script_timeout, p.script_concurrency)
-    return p.linear
+        return ScriptPricing(p.script.path, p.script.timeout, p.script.concurrency)
+    return p.linear.pricing()
 
 
 async def run(config: Config, registry: CollectorRegistry | None = None) -> None:
     registry = registry or CollectorRegistry()
-    key = Keyring(config.keyring).get(config.key_name)
-    chain = ChainClient(config.chain_url, key)
-    reservations = Reservations(config.storage_capacity, config.bid_hold_seconds)
+    key = Keyring(config.chain.keyring).get(config.chain.key)
+    chain = ChainClient(config.chain.url, key)
+    engine: BidEngine | None = None
+    reservations = Reservations(
+        config.inventory.storage_capacity,
+        config.bidding.hold_blocks,
+        height=lambda: engine.height if engine is not None else 0,  # holds are counted in chain heights
+    )
     inventory: ClusterInventory | StaticInventory
-    if config.static_nodes:
-        inventory = StaticInventory(nodes_from_config(config.static_nodes), reservations)
+    if config.inventory.static:
+        inventory = StaticInventory(nodes_from_config(config.inventory.static), reservations)
     else:
-        inventory = ClusterInventory(Kube(config.kubeconfig), reservations)
+        kubeconfig = str(config.inventory.kubeconfig) if config.inventory.kubeconfig else None
+        inventory = ClusterInventory(Kube(kubeconfig), reservations)
+    b = config.bidding
     engine = BidEngine(
         chain,
         inventory,
         build_pricing(config),
         EngineConfig(
-            state_dir=config.state_dir,
-            attributes=config.attributes,
-            host_uri=config.host_uri,
-            deposit=Coin(config.deposit_denom, config.deposit_amount),
-            bid_hold_seconds=config.bid_hold_seconds,
-            storage_classes=config.storage_classes,
-            tenant_allow=config.tenant_allow,
-            tenant_deny=config.tenant_deny,
+            state_dir=config.provider.state_dir,
+            attributes=dict(config.provider.attributes),
+            host_uri=config.provider.host_uri,
+            deposit=Coin(b.deposit.denom, b.deposit.amount),
+            hold_blocks=b.hold_blocks,
+            storage_classes=frozenset(b.storage_classes),
+            tenant_allow=None if b.tenants.allow is None else frozenset(b.tenants.allow),
+            tenant_deny=frozenset(b.tenants.deny),
         ),
         BidMetrics(registry),
     )
@@ -63,14 +70,15 @@ async def run(config: Config, registry: CollectorRegistry | None = None) -> None
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    if config.metrics_address:
-        host, _, port = config.metrics_address.rpartition(":")
-        start_http_server(int(port), addr=host, registry=registry)
+    metrics_address = config.provider.metrics_address
+    if metrics_address:
+        host, _, port = metrics_address.rpartition(":")
+        start_http_server(int(port), addr=host.strip("[]"), registry=registry)
     log.info(
         "provider starting address=%s chain=%s metrics=%s",
         key.address,
-        config.chain_url,
-        config.metrics_address or "off",
+        config.chain.url,
+        metrics_address or "off",
     )
     try:
         async with asyncio.TaskGroup() as tg:

@@ -117,7 +117,7 @@ def _add_devcluster(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--pool", metavar="SPEC", help="GPU node pool, e.g. 'h100:4x8,a100:2x8,rtx4090:2x4,cpu:1' (default)"
     )
     up.add_argument("--taint", action="store_true", help="taint GPU nodes with nvidia.com/gpu=present:NoSchedule")
-    up.add_argument("--timeout", type=float, default=180.0, metavar="SECONDS", help="how long to wait for readiness")
+    up.add_argument("--timeout", type=_seconds, default=180.0, metavar="SECONDS", help="how long to wait for readiness")
     s.add_parser("down", help="stop every process it started and remove its state")
     s.add_parser("status", help="show components, nodes and the kubeconfig path")
     for cmd in s.choices.values():
@@ -130,11 +130,12 @@ def _add_devcluster(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _cmd_inventory(args: argparse.Namespace) -> int:
+    from provider.config import kubeconfig_from_env
     from provider.inventory.reservations import Reservations
     from provider.inventory.service import ClusterInventory
     from provider.kube import Kube
 
-    service = ClusterInventory(Kube(args.kubeconfig), Reservations())
+    service = ClusterInventory(Kube(args.kubeconfig or kubeconfig_from_env()), Reservations())
     service.refresh()
     inventory = service.current
     if args.json:
@@ -169,18 +170,19 @@ def _cmd_agent(args: argparse.Namespace) -> int:
     import logging
     import time
 
-    from provider.config import node_name_from_env
+    from provider.config import kubeconfig_from_env, node_name_from_env
     from provider.inventory.agent import Agent
     from provider.inventory.nvml import Probe
     from provider.kube import Kube
+    from provider.logs import setup_logging
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s level=%(levelname)s logger=%(name)s %(message)s")
+    setup_logging(args.log_level, args.log_format)
     node = args.node_name or node_name_from_env()
     if not node:
         raise _UsageError("no node name: pass --node-name or set NODE_NAME (the DaemonSet sets it from spec.nodeName)")
     probe = Probe()
     try:
-        agent = Agent(probe, Kube(args.kubeconfig), node)
+        agent = Agent(probe, Kube(args.kubeconfig or kubeconfig_from_env()), node)
         while True:
             try:
                 agent.sync()
@@ -197,17 +199,22 @@ def _cmd_agent(args: argparse.Namespace) -> int:
 
 def _add_inventory(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     inv = sub.add_parser("inventory", help="GPU inventory per node and model: total / allocated / reserved / free")
-    inv.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster credentials)")
+    inv.add_argument(
+        "--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, then ~/.kube/config, then in-cluster credentials)"
+    )
     inv.add_argument("--json", action="store_true", help="machine-readable output")
     inv.set_defaults(func=_cmd_inventory)
     agent = sub.add_parser("agent", help="node agent: publish this node's NVML GPU facts on its Node object")
     agent.add_argument("--node-name", help="this node's name (default: $NODE_NAME)")
-    agent.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster credentials)")
     agent.add_argument(
-        "--interval", type=float, default=30.0, metavar="SECONDS", help="seconds between reads (default 30)"
+        "--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, then ~/.kube/config, then in-cluster credentials)"
+    )
+    agent.add_argument(
+        "--interval", type=_seconds, default=30.0, metavar="SECONDS", help="seconds between reads (default 30)"
     )
     agent.add_argument("--once", action="store_true", help="read and publish once, then exit")
     agent.set_defaults(func=_cmd_agent)
+    _add_logging(agent)
 
 
 def _cmd_chain_serve(args: argparse.Namespace) -> int:
@@ -232,17 +239,21 @@ def _add_chain(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     serve.add_argument(
         "--db", default="~/.local/state/gpu-provider/mock-chain.sqlite", help="SQLite state file (kept across restarts)"
     )
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=26680)
+    serve.add_argument("--host", default="127.0.0.1", help="loopback address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=_port, default=26680, help="TCP port (default 26680)")
     serve.add_argument(
-        "--block-interval", type=float, default=6.0, metavar="SECONDS", help="seconds per block (default 6, like Akash)"
+        "--block-interval",
+        type=_seconds,
+        default=6.0,
+        metavar="SECONDS",
+        help="seconds per block (default 6, like Akash)",
     )
     serve.add_argument(
-        "--bid-timeout-blocks", type=int, default=50, help="blocks before an unanswered bid closes (default 50)"
+        "--bid-timeout-blocks", type=_count, default=50, help="blocks before an unanswered bid closes (default 50)"
     )
     serve.add_argument(
         "--order-timeout-blocks",
-        type=int,
+        type=_count,
         default=0,
         help="blocks before an order nobody leased closes (default 0: never)",
     )
@@ -259,7 +270,6 @@ def _tenant_chain(args: argparse.Namespace) -> Any:
 
 def _cmd_tenant(args: argparse.Namespace) -> int:
     import asyncio
-    from decimal import Decimal
 
     from provider import tenant
     from provider.chain.keys import Keyring
@@ -280,12 +290,10 @@ def _cmd_tenant(args: argparse.Namespace) -> int:
         chain = _tenant_chain(args)
         try:
             if cmd == "fund":
-                await chain.fund(chain.key.address, args.denom, Decimal(args.amount))
+                await chain.fund(chain.key.address, args.denom, args.amount)
                 return await chain.account(chain.key.address)
             if cmd == "deploy":
-                return await tenant.deploy(
-                    chain, _read(args.sdl), args.sdl, Decimal(args.deposit), args.dseq, args.wait
-                )
+                return await tenant.deploy(chain, _read(args.sdl), args.sdl, args.deposit, args.dseq, args.wait)
             if cmd == "bids":
                 return [
                     {"bid": str(b.id), "state": b.state, "price": str(b.price.amount), "denom": b.price.denom}
@@ -315,48 +323,129 @@ def _add_tenant(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     s = p.add_subparsers(dest="tenant_command", required=True, metavar="COMMAND")
     keys = s.add_parser("keys", help="manage keys in the local keyring")
     ks = keys.add_subparsers(dest="keys_command", required=True, metavar="COMMAND")
-    ks.add_parser("add", help="create a key").add_argument("name")
-    ks.add_parser("show", help="print a key's address").add_argument("name")
+    ks.add_parser("add", help="create a key").add_argument("name", help="key name")
+    ks.add_parser("show", help="print a key's address").add_argument("name", help="key name")
     ks.add_parser("list", help="list keys")
     fund = s.add_parser("fund", help="credit this key from the mock chain's faucet")
-    fund.add_argument("--denom", default="uakt")
-    fund.add_argument("--amount", default="100000000")
+    fund.add_argument("--denom", choices=("uakt", "uact"), default="uakt", help="denom to credit (default uakt)")
+    fund.add_argument("--amount", type=_amount, default="100000000", help="amount to credit (default 100000000)")
     deploy = s.add_parser("deploy", help="create a deployment from an SDL and show bids as they arrive")
-    deploy.add_argument("sdl")
-    deploy.add_argument("--deposit", default="5000000", help="escrow deposit in the SDL's denom")
-    deploy.add_argument("--dseq", type=int, help="deployment sequence (default: derived from the height)")
-    deploy.add_argument("--wait", type=float, default=15.0, help="seconds to watch for bids")
+    deploy.add_argument("sdl", help="SDL file of the deployment")
+    deploy.add_argument("--deposit", type=_amount, default="5000000", help="escrow deposit in the SDL's denom")
+    deploy.add_argument("--dseq", type=_dseq, help="deployment sequence (default: derived from the height)")
+    deploy.add_argument("--wait", type=_seconds, default=15.0, help="seconds to watch for bids")
     bids = s.add_parser("bids", help="list the bids on a deployment")
-    bids.add_argument("dseq", type=int)
+    bids.add_argument("dseq", type=_dseq, help="deployment sequence number")
     accept = s.add_parser("accept", help="accept a bid: creates the lease")
     accept.add_argument("bid", help="OWNER/DSEQ/GSEQ/OSEQ/PROVIDER")
     send = s.add_parser("send-manifest", help="send the SDL's manifest to the providers holding its leases")
-    send.add_argument("dseq", type=int)
-    send.add_argument("sdl")
+    send.add_argument("dseq", type=_dseq, help="deployment sequence number")
+    send.add_argument("sdl", help="the SDL file the deployment was created from")
     st = s.add_parser("status", help="deployment, orders, bids and leases")
-    st.add_argument("dseq", type=int)
+    st.add_argument("dseq", type=_dseq, help="deployment sequence number")
     cl = s.add_parser("close", help="close the deployment (leases close, escrow refunds)")
-    cl.add_argument("dseq", type=int)
+    cl.add_argument("dseq", type=_dseq, help="deployment sequence number")
     p.set_defaults(func=_cmd_tenant)
 
 
 def _cmd_provider_run(args: argparse.Namespace) -> int:
     import asyncio
-    import logging
 
     from provider import app
     from provider.config import load
+    from provider.logs import setup_logging
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s level=%(levelname)s logger=%(name)s %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-    asyncio.run(app.run(load(Path(args.config) if args.config else None)))
+    config = load(Path(args.config) if args.config else None)
+    if args.check_config:
+        import yaml
+
+        print(yaml.safe_dump(config.effective(), sort_keys=False), end="")
+        return EXIT_OK
+    setup_logging(args.log_level, args.log_format)
+    asyncio.run(app.run(config))
     return EXIT_OK
 
 
 def _add_provider(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("run", help="run the provider daemon: follow the chain, bid on orders the cluster can serve")
     p.add_argument("--config", help="YAML config file (see docs/configuration.md); defaults otherwise")
+    p.add_argument(
+        "--check-config",
+        action="store_true",
+        help="validate the config (file + environment), print the effective settings and exit",
+    )
     p.set_defaults(func=_cmd_provider_run)
+    _add_logging(p)
+
+
+def _add_logging(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--log-level",
+        choices=("debug", "info", "warning", "error"),
+        default="info",
+        help="least severe level logged (default info)",
+    )
+    p.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default="text",
+        help="text: key=value lines; json: one JSON object per line (timestamps UTC RFC 3339 in both)",
+    )
+
+
+def _port(text: str) -> int:
+    value = _count(text)
+    if not 0 < value < 65536:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a TCP port (1-65535)")
+    return value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must not be negative")
+    return value
+
+
+def _dseq(text: str) -> int:
+    value = _count(text)
+    if value >= 2**63:
+        raise argparse.ArgumentTypeError(f"{text!r} is too large for a deployment sequence")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 <= value <= 86_400:
+        raise argparse.ArgumentTypeError(f"{text!r} must be between 0 and 86400 seconds")
+    return value
+
+
+def _amount(text: str) -> Any:
+    from provider.money import Dec, MoneyError
+
+    try:
+        value = Dec.parse(text)
+    except MoneyError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    if value.atto <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be above 0")
+    return value
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("gpu-provider")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -364,6 +453,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="gpu-provider",
         description="Sell Kubernetes GPU capacity on a decentralized marketplace (Akash-compatible).",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}", help="print the version")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_sdl(sub)
     _add_devcluster(sub)

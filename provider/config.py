@@ -1,174 +1,337 @@
-"""Every setting of the daemon: a YAML file (optional) over documented defaults, validated, plus the few
-environment variables the Helm chart sets. The only module that reads os.environ."""
+"""Every setting of the daemon: a YAML file (optional) over documented defaults, validated strictly, plus
+the few environment variables the Helm chart sets. The only module that reads os.environ.
+
+The file is read into pydantic models in strict mode: an unknown key, a wrong type (a string where a
+list or a boolean belongs) or a bad value stops the daemon at start with the key's path and what to
+write instead. Money is exact (provider.money.Dec); sizes take binary suffixes (Ki, Mi, Gi, Ti, Pi).
+Environment overrides (pydantic-settings): GPU_PROVIDER_CHAIN_URL, GPU_PROVIDER_KEYRING, KUBECONFIG
+(when inventory.kubeconfig is not set), NODE_NAME (the agent's node).
+"""
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
+import re
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import yaml
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    ValidationError,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from provider.bidding.pricing import LinearPricing
 from provider.errors import ConfigError
+from provider.inventory.reservations import DEFAULT_HOLD_BLOCKS
+from provider.money import Dec, MoneyError
 
+StorageClass = Literal["default", "beta1", "beta2", "beta3"]
+STORAGE_CLASSES: tuple[StorageClass, ...] = ("default", "beta1", "beta2", "beta3")
 DEFAULT_KEYRING = Path.home() / ".config" / "gpu-provider" / "keyring.json"
 DEFAULT_STATE = Path.home() / ".local" / "state" / "gpu-provider"
-# USD per GPU-month out of the box (operators set their own), and the USD value of one denom unit.
-DEFAULT_GPU_PRICES = {"h100": Decimal(1600), "h200": Decimal(2200), "a100": Decimal(900), "rtx4090": Decimal(300)}
-DEFAULT_USD_PER_DENOM = {"uact": Decimal("0.000001"), "uakt": Decimal("0.0000006")}
 BINARY_UNITS = {"Ki": 1024, "Mi": 1024**2, "Gi": 1024**3, "Ti": 1024**4, "Pi": 1024**5}
+_SIZE = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(Ki|Mi|Gi|Ti|Pi)?$")
+_ADDRESS = re.compile(r"^(?P<host>[^\s:]+|\[[0-9a-fA-F:]+\]):(?P<port>[0-9]{1,5})$")
+
+
+def _money(value: Any) -> Dec:
+    """A YAML number or decimal text -> exact amount. A YAML float is read from its shortest text
+    (``1.60`` -> 1.6), never used as a float."""
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is a boolean, not an amount; write a number such as 1.60")
+    if isinstance(value, float):
+        value = repr(value)
+    try:
+        amount = Dec.parse(value)
+    except MoneyError as e:
+        raise ValueError(f"{e}; write a number such as 1.60") from None
+    if amount.atto < 0:
+        raise ValueError("must not be negative")
+    return amount
+
+
+def _size(value: Any) -> int:
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is a boolean, not a size; write e.g. 10Ti")
+    m = _SIZE.match(str(value)) if isinstance(value, str | int) else None
+    if not m:
+        raise ValueError(f"{value!r} is not a size; write bytes or a number with Ki, Mi, Gi, Ti or Pi (e.g. 10Ti)")
+    return Dec.parse(m[1]).frac(BINARY_UNITS.get(m[2] or "", 1), 1, "floor").atto // 10**18
+
+
+def _address(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"{value!r} is not HOST:PORT; write e.g. 127.0.0.1:9464 in quotes")
+    if value and (not (m := _ADDRESS.match(value)) or not 0 < int(m["port"]) < 65536):
+        raise ValueError(f'{value!r} is not HOST:PORT (e.g. 127.0.0.1:9464); "" turns it off')
+    return value
+
+
+def _path(value: Any) -> Path:
+    if not isinstance(value, str | Path) or not str(value):
+        raise ValueError(f"{value!r} is not a path; write a file or directory path")
+    return Path(value).expanduser()
+
+
+Money = Annotated[Dec, BeforeValidator(_money), PlainSerializer(str)]
+Size = Annotated[int, BeforeValidator(_size)]
+Address = Annotated[str, BeforeValidator(_address)]
+FilePath = Annotated[Path, BeforeValidator(_path), PlainSerializer(str)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, arbitrary_types_allowed=True)
+
+
+class ChainSection(_Section):
+    url: str = "http://127.0.0.1:26680"
+    key: str = "provider"
+    keyring: FilePath = DEFAULT_KEYRING
+
+
+class ProviderSection(_Section):
+    host_uri: str = "https://127.0.0.1:8443"
+    attributes: dict[str, str] = Field(default_factory=lambda: {"host": "gpu-provider", "tier": "community"})
+    state_dir: FilePath = DEFAULT_STATE
+    metrics_address: Address = "127.0.0.1:9464"  # Prometheus scrapes /metrics here; "" disables
+
+
+class Deposit(_Section):
+    denom: Literal["uakt", "uact"] = "uakt"
+    amount: Money = Dec.parse(500_000)
+
+
+class Tenants(_Section):
+    allow: list[str] | None = None  # None: everyone
+    deny: list[str] = Field(default_factory=list)
+
+
+class BiddingSection(_Section):
+    deposit: Deposit = Field(default_factory=Deposit)
+    hold_blocks: int = Field(DEFAULT_HOLD_BLOCKS, ge=1, le=100_000)
+    storage_classes: list[StorageClass] = Field(default_factory=lambda: list(STORAGE_CLASSES))
+    tenants: Tenants = Field(default_factory=Tenants)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "hold_seconds" in data:
+            raise ValueError(
+                "hold_seconds is gone: holds are counted in blocks now; write hold_blocks (default 55, ~5.5 min)"
+            )
+        return data
+
+
+DEFAULT_GPU_PRICES = {"h100": "1600", "h200": "2200", "a100": "900", "rtx4090": "300"}  # USD per GPU-month
+DEFAULT_USD_PER_DENOM = {"uact": "0.000001", "uakt": "0.0000006"}
+
+
+class LinearSection(_Section):
+    cpu_core: Money = Dec.parse("1.60")  # USD per core-month
+    memory_gib: Money = Dec.parse("0.80")
+    ephemeral_gib: Money = Dec.parse("0.02")
+    storage_gib: dict[str, Money] = Field(
+        default_factory=lambda: {k: Dec.parse(v) for k, v in LinearPricing().storage_gib.items()}
+    )
+    endpoint: Money = Dec.parse("0.05")
+    gpu: dict[str, Money] = Field(default_factory=lambda: {k: Dec.parse(v) for k, v in DEFAULT_GPU_PRICES.items()})
+    gpu_default: Money = Dec.parse(100)
+    usd_per_denom: dict[str, Money] = Field(
+        default_factory=lambda: {k: Dec.parse(v) for k, v in DEFAULT_USD_PER_DENOM.items()}
+    )
+    per_block: bool = False  # true: the rates above are per block in the order's denom
+
+    def pricing(self) -> LinearPricing:
+        return LinearPricing(
+            cpu_core=self.cpu_core,
+            memory_gib=self.memory_gib,
+            ephemeral_gib=self.ephemeral_gib,
+            storage_gib=dict(self.storage_gib),
+            endpoint=self.endpoint,
+            gpu=dict(self.gpu),
+            gpu_default=self.gpu_default,
+            usd_per_denom=dict(self.usd_per_denom),
+            per_block=self.per_block,
+        )
+
+
+class ScriptSection(_Section):
+    path: str = ""
+    timeout: float = Field(10.0, gt=0, le=300)
+    concurrency: int = Field(8, ge=1, le=256)
+
+
+class PricingSection(_Section):
+    strategy: Literal["linear", "script"] = "linear"
+    linear: LinearSection = Field(default_factory=LinearSection)
+    script: ScriptSection = Field(default_factory=ScriptSection)
+
+    @model_validator(mode="after")
+    def _script_needs_a_path(self) -> PricingSection:
+        if self.strategy == "script" and not self.script.path:
+            raise ValueError("strategy script needs script.path: the price script to run")
+        return self
+
+
+class StaticNode(_Section):
+    name: str
+    model: str = ""
+    ram: str = ""
+    interface: Literal["", "sxm", "pcie"] = ""
+    gpus: int = Field(0, ge=0, le=64)
+    cpu: int = Field(64, ge=1)
+    memory_gib: int = Field(512, ge=1)
+    count: int = Field(1, ge=1, le=100_000)
+
+
+class InventorySection(_Section):
+    kubeconfig: FilePath | None = None  # None: $KUBECONFIG, ~/.kube/config, then in-cluster credentials
+    storage_capacity: dict[str, Size] = Field(default_factory=dict)  # persistent storage offered per class
+    static: list[StaticNode] = Field(default_factory=list)  # fixed nodes instead of Kubernetes (demo, tests)
+
+
+class Config(_Section):
+    chain: ChainSection = Field(default_factory=ChainSection)
+    provider: ProviderSection = Field(default_factory=ProviderSection)
+    bidding: BiddingSection = Field(default_factory=BiddingSection)
+    pricing: PricingSection = Field(default_factory=PricingSection)
+    inventory: InventorySection = Field(default_factory=InventorySection)
+
+    def effective(self) -> dict[str, Any]:
+        """The whole configuration as plain data (what --check-config prints)."""
+        plain: dict[str, Any] = _plain(self.model_dump())
+        return plain
+
+
+class EnvOverrides(BaseSettings):
+    """The environment variables the chart and operators set; each wins over the file."""
+
+    model_config = SettingsConfigDict(extra="ignore", case_sensitive=True)
+    chain_url: str | None = Field(None, validation_alias=AliasChoices("GPU_PROVIDER_CHAIN_URL"))
+    keyring: str | None = Field(None, validation_alias=AliasChoices("GPU_PROVIDER_KEYRING"))
+    kubeconfig: str | None = Field(None, validation_alias=AliasChoices("KUBECONFIG"))
+    node_name: str | None = Field(None, validation_alias=AliasChoices("NODE_NAME"))
+
+
+def _env() -> EnvOverrides:
+    return EnvOverrides()
 
 
 def node_name_from_env() -> str:
     """The node an agent runs on: the DaemonSet sets NODE_NAME from spec.nodeName."""
-    return os.environ.get("NODE_NAME", "")
+    return _env().node_name or ""
 
 
 def keyring_path_from_env() -> Path:
-    return Path(os.environ.get("GPU_PROVIDER_KEYRING", str(DEFAULT_KEYRING)))
+    return Path(_env().keyring or str(DEFAULT_KEYRING)).expanduser()
 
 
-@dataclass(frozen=True)
-class PricingConfig:
-    strategy: str = "linear"  # linear | script
-    script_path: str = ""
-    script_timeout: float = 10.0
-    script_concurrency: int = 8
-    linear: LinearPricing = field(default_factory=LinearPricing)
-
-
-@dataclass(frozen=True)
-class Config:
-    chain_url: str = "http://127.0.0.1:26680"
-    key_name: str = "provider"
-    keyring: Path = DEFAULT_KEYRING
-    host_uri: str = "https://127.0.0.1:8443"
-    attributes: dict[str, str] = field(default_factory=lambda: {"host": "gpu-provider", "tier": "community"})
-    state_dir: Path = DEFAULT_STATE
-    metrics_address: str = "127.0.0.1:9464"  # Prometheus scrapes /metrics here; "" disables
-    kubeconfig: str | None = None
-    deposit_denom: str = "uakt"
-    deposit_amount: Decimal = Decimal(500_000)
-    bid_hold_seconds: float = 330.0
-    tenant_allow: frozenset[str] | None = None
-    tenant_deny: frozenset[str] = frozenset()
-    storage_classes: frozenset[str] = frozenset({"default", "beta1", "beta2", "beta3"})
-    storage_capacity: dict[str, int] = field(default_factory=dict)
-    static_nodes: tuple[dict[str, Any], ...] = ()  # inventory without Kubernetes (demo, tests)
-    pricing: PricingConfig = field(default_factory=PricingConfig)
-
-
-def _dec(value: Any, where: str) -> Decimal:
-    try:
-        d = Decimal(str(value))
-    except (InvalidOperation, ValueError):
-        raise ConfigError(f"{where}: {value!r} is not a number") from None
-    if not d.is_finite() or d < 0:
-        raise ConfigError(f"{where}: must be a non-negative number")
-    return d
-
-
-def _size(value: Any, where: str) -> int:
-    text = str(value)
-    for suffix, mult in BINARY_UNITS.items():
-        if text.endswith(suffix):
-            return int(_dec(text[: -len(suffix)], where) * mult)
-    return int(_dec(text, where))
-
-
-def _address(text: str, where: str) -> str:
-    if not text:
-        return ""
-    host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ConfigError(f"{where}: {text!r} is not HOST:PORT (e.g. 127.0.0.1:9464)")
-    return text
-
-
-def _map(raw: Any, where: str) -> dict[str, Any]:
-    if raw is None:
-        return {}
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{where}: expected a mapping")
-    return raw
+def kubeconfig_from_env() -> str | None:
+    """Like kubectl: $KUBECONFIG (its first file), else ~/.kube/config when it exists, else None (in-cluster)."""
+    named = _env().kubeconfig
+    if named:
+        return named.split(":")[0]
+    default = Path.home() / ".kube" / "config"
+    return str(default) if default.is_file() else None
 
 
 def load(path: Path | None) -> Config:
     """Read the YAML config file (None: defaults only) and the environment overrides."""
-    raw: dict[str, Any] = {}
+    raw: Any = {}
     if path is not None:
         try:
-            raw = _map(yaml.safe_load(path.read_text()), str(path))
+            raw = yaml.safe_load(path.read_text())
         except OSError as e:
             raise ConfigError(f"{path}: cannot read ({e.strerror})") from None
         except yaml.YAMLError as e:
             raise ConfigError(f"{path}: invalid YAML: {e}") from None
-    known = {"chain", "provider", "bidding", "pricing", "inventory"}
-    unknown = set(raw) - known
-    if unknown:
-        raise ConfigError(f"unknown config section(s): {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}")
-    chain, prov, bidding, pricing, inv = (
-        _map(raw.get(k), k) for k in ("chain", "provider", "bidding", "pricing", "inventory")
-    )
-    base = Config()
-    tenants = _map(bidding.get("tenants"), "bidding.tenants")
-    deposit = _map(bidding.get("deposit"), "bidding.deposit")
-    linear = _map(pricing.get("linear"), "pricing.linear")
-    script = _map(pricing.get("script"), "pricing.script")
-    strategy = str(pricing.get("strategy", "linear"))
-    if strategy not in ("linear", "script"):
-        raise ConfigError("pricing.strategy: use linear or script")
-    if strategy == "script" and not script.get("path"):
-        raise ConfigError("pricing.script.path: required with strategy script")
-    d = LinearPricing()
-
-    def rates(key: str) -> dict[str, Decimal]:
-        return {
-            str(k): _dec(v, f"pricing.linear.{key}.{k}")
-            for k, v in _map(linear.get(key), f"pricing.linear.{key}").items()
+        if raw is None:
+            raw = {}
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: expected a mapping of sections (chain, provider, bidding, pricing, inventory)")
+    try:
+        config = Config.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(_explain(e, str(path) if path else "config")) from None
+    env = _env()
+    chain = config.chain.model_copy(
+        update={
+            **({"url": env.chain_url} if env.chain_url else {}),
+            **({"keyring": Path(env.keyring).expanduser()} if env.keyring else {}),
         }
+    )
+    inventory = config.inventory
+    if inventory.kubeconfig is None and not inventory.static:
+        found = kubeconfig_from_env()
+        if found:
+            inventory = inventory.model_copy(update={"kubeconfig": Path(found)})
+    return config.model_copy(update={"chain": chain, "inventory": inventory})
 
-    pricing_cfg = PricingConfig(
-        strategy=strategy,
-        script_path=str(script.get("path", "")),
-        script_timeout=float(script.get("timeout", 10.0)),
-        script_concurrency=int(script.get("concurrency", 8)),
-        linear=LinearPricing(
-            cpu_core=_dec(linear.get("cpu_core", d.cpu_core), "pricing.linear.cpu_core"),
-            memory_gib=_dec(linear.get("memory_gib", d.memory_gib), "pricing.linear.memory_gib"),
-            ephemeral_gib=_dec(linear.get("ephemeral_gib", d.ephemeral_gib), "pricing.linear.ephemeral_gib"),
-            storage_gib=rates("storage_gib") or d.storage_gib,
-            endpoint=_dec(linear.get("endpoint", d.endpoint), "pricing.linear.endpoint"),
-            gpu=rates("gpu") or DEFAULT_GPU_PRICES,
-            gpu_default=_dec(linear.get("gpu_default", d.gpu_default), "pricing.linear.gpu_default"),
-            usd_per_denom=rates("usd_per_denom") or DEFAULT_USD_PER_DENOM,
-            per_block=bool(linear.get("per_block", False)),
-        ),
+
+_HINTS = {
+    "list_type": "is a {got}, not a list; write a YAML list, e.g. [a, b]",
+    "bool_type": "{input!r} is a {got}, not a boolean; write true or false (no quotes)",
+    "int_type": "{input!r} is a {got}, not a whole number; write e.g. 55 (no quotes)",
+    "float_type": "{input!r} is a {got}, not a number; write e.g. 10 (no quotes)",
+    "string_type": "{input!r} is a {got}, not a string; write text",
+    "dict_type": "is a {got}, not a mapping; write key: value pairs",
+    "model_type": "is a {got}, not a mapping; write key: value pairs",
+    "extra_forbidden": "unknown key; known keys here: {known}",
+    "literal_error": "{input!r} is not allowed; {msg}",
+    "missing": "is required",
+}
+
+
+def _explain(error: ValidationError, source: str) -> str:
+    lines = [f"{source}: invalid configuration ({error.error_count()} problem(s)):"]
+    for item in error.errors():
+        loc = ".".join(str(p) for p in item["loc"] if not str(p).startswith("function-")) or "(top level)"
+        kind = item["type"]
+        value = item.get("input")
+        hint = _HINTS.get(kind)
+        if hint is None:
+            text = item["msg"].removeprefix("Value error, ")
+        else:
+            text = hint.format(
+                input=value,
+                got=_yaml_type(value),
+                msg=item["msg"].lower(),
+                known=", ".join(_known_keys(item["loc"][:-1])) or "none",
+            )
+        lines.append(f"  {loc}: {text}")
+    return "\n".join(lines)
+
+
+def _yaml_type(value: Any) -> str:
+    return {bool: "boolean", int: "number", float: "number", str: "string", list: "list", dict: "mapping"}.get(
+        type(value), type(value).__name__
     )
-    allow = tenants.get("allow")
-    return Config(
-        chain_url=os.environ.get("GPU_PROVIDER_CHAIN_URL", str(chain.get("url", base.chain_url))),
-        key_name=str(chain.get("key", base.key_name)),
-        keyring=Path(os.environ.get("GPU_PROVIDER_KEYRING", str(chain.get("keyring", base.keyring)))).expanduser(),
-        host_uri=str(prov.get("host_uri", base.host_uri)),
-        attributes={str(k): str(v) for k, v in _map(prov.get("attributes"), "provider.attributes").items()}
-        or base.attributes,
-        state_dir=Path(str(prov.get("state_dir", base.state_dir))).expanduser(),
-        metrics_address=_address(str(prov.get("metrics_address", base.metrics_address)), "provider.metrics_address"),
-        kubeconfig=inv.get("kubeconfig") or os.environ.get("KUBECONFIG") or None,
-        deposit_denom=str(deposit.get("denom", base.deposit_denom)),
-        deposit_amount=_dec(deposit.get("amount", base.deposit_amount), "bidding.deposit.amount"),
-        bid_hold_seconds=float(bidding.get("hold_seconds", base.bid_hold_seconds)),
-        tenant_allow=None if allow is None else frozenset(str(a) for a in allow),
-        tenant_deny=frozenset(str(a) for a in tenants.get("deny") or ()),
-        storage_classes=frozenset(str(c) for c in bidding.get("storage_classes") or base.storage_classes),
-        storage_capacity={
-            str(k): _size(v, f"inventory.storage_capacity.{k}")
-            for k, v in _map(inv.get("storage_capacity"), "inventory.storage_capacity").items()
-        },
-        static_nodes=tuple(_map(n, "inventory.static[]") for n in inv.get("static") or ()),
-        pricing=pricing_cfg,
-    )
+
+
+def _known_keys(loc: tuple[Any, ...]) -> list[str]:
+    model: Any = Config
+    for part in loc:
+        field = getattr(model, "model_fields", {}).get(str(part))
+        if field is None:
+            return []
+        model = field.annotation
+        if not isinstance(model, type) or not issubclass(model, BaseModel):
+            return []
+    return sorted(model.model_fields)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, Dec | Path):
+        return str(value)
+    return value

@@ -254,6 +254,28 @@ class State:
     pool: str = DEFAULT_POOL
     taint: bool = False
     bin_dir: str = ""
+    commands: dict[str, str] = field(default_factory=dict)  # component -> the binary it was started from
+
+
+MARKER = ".gpu-provider-devcluster"  # in every state directory `up` created; `down` deletes nothing else
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    """A secret file: created 0600 (never briefly readable by others), replacing any old one."""
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+
+
+def _command_of(pid: int) -> str:
+    """The executable a process was started as (argv[0] from /proc), "" when it cannot be read."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().split(b"\0", 1)[0].decode(errors="replace")
+    except OSError:
+        return ""
 
 
 def _free_port() -> int:
@@ -355,11 +377,25 @@ class DevCluster:
     # lifecycle ----------------------------------------------------------------------------------
     def running(self) -> dict[str, bool]:
         state = self._load()
-        pids = state.pids if state else {}
-        return {c: c in pids and _alive(pids[c]) for c in COMPONENTS}
+        if state is None:
+            return dict.fromkeys(COMPONENTS, False)
+        return {c: self._ours(state, c) for c in COMPONENTS}
+
+    @staticmethod
+    def _ours(state: State, component: str) -> bool:
+        """Is the recorded process alive and still the one we started (not a PID reused since)?"""
+        pid = state.pids.get(component)
+        if not pid or not _alive(pid):
+            return False
+        expected = state.commands.get(component)
+        return bool(expected) and _command_of(pid) == expected
 
     def up(self, pool: str = DEFAULT_POOL, taint: bool = False, timeout: float = 180.0) -> Path:
         plans = parse_pool(pool)
+        if self.dir.exists() and any(self.dir.iterdir()) and not (self.dir / MARKER).exists():
+            raise DevClusterError(
+                f"{self.dir} exists and was not made by the dev cluster; choose an empty or new --state-dir"
+            )
         state = self._load()
         if state is not None and all(self.running().values()):
             # already running: a slow /readyz under load is no reason to restart it
@@ -380,7 +416,9 @@ class DevCluster:
             bin_dir=str(bin_dir),
         )
         for d in (self.dir, self.pki, self.logs):
-            d.mkdir(parents=True, exist_ok=True)
+            d.mkdir(mode=0o700, parents=True, exist_ok=True)
+            d.chmod(0o700)
+        (self.dir / MARKER).write_text("made by gpu-provider devcluster up; `down` removes this directory\n")
         self._save(state)
         self._write_pki(state)
         try:
@@ -397,15 +435,15 @@ class DevCluster:
         ca_key = _key()
         ca = _cert("gpu-provider-devcluster-ca", ca_key, None)
         (self.pki / "ca.crt").write_bytes(_pem_cert(ca))
-        (self.pki / "ca.key").write_bytes(_pem_key(ca_key))
+        _write_private(self.pki / "ca.key", _pem_key(ca_key))
         issuer = (ca, ca_key)
         server_key = _key()
         sans = ("127.0.0.1", "localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc", "10.96.0.1")
         server = _cert("kube-apiserver", server_key, issuer, server=True, sans=sans)
         (self.pki / "apiserver.crt").write_bytes(_pem_cert(server))
-        (self.pki / "apiserver.key").write_bytes(_pem_key(server_key))
+        _write_private(self.pki / "apiserver.key", _pem_key(server_key))
         sa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        (self.pki / "sa.key").write_bytes(_pem_key(sa_key))
+        _write_private(self.pki / "sa.key", _pem_key(sa_key))
         (self.pki / "sa.pub").write_bytes(
             sa_key.public_key().public_bytes(
                 serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
@@ -423,10 +461,9 @@ class DevCluster:
             key = _key()
             cert = _pem_cert(_cert(cn, key, issuer, orgs=orgs))
             (self.pki / f"{name}.crt").write_bytes(cert)
-            (self.pki / f"{name}.key").write_bytes(_pem_key(key))
+            _write_private(self.pki / f"{name}.key", _pem_key(key))
             path = self.kubeconfig if name == "admin" else self.dir / f"{name}.kubeconfig"
-            path.write_text(_kubeconfig(server_url, ca_pem, cert, _pem_key(key), cn))
-            path.chmod(0o600)
+            _write_private(path, _kubeconfig(server_url, ca_pem, cert, _pem_key(key), cn).encode())
 
     def _start(self, state: State, name: str, argv: list[str]) -> None:
         log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 - handed to the child process
@@ -437,6 +474,7 @@ class DevCluster:
         finally:
             log.close()
         state.pids[name] = proc.pid
+        state.commands[name] = argv[0]
         self._save(state)
 
     def _start_all(self, state: State, bin_dir: Path) -> None:
@@ -561,8 +599,12 @@ class DevCluster:
         self._wait(all_ready, timeout, f"{len(wanted)} simulated nodes to become Ready", "kwok")
 
     def down(self) -> None:
+        """Stop the processes this cluster started (checked against /proc/PID/cmdline, so a PID reused
+        after a reboot is never signalled) and delete its state directory (only one `up` created)."""
+        if self.dir.exists() and not (self.dir / MARKER).exists():
+            raise DevClusterError(f"{self.dir} was not created by `devcluster up` (no {MARKER}); not deleting it")
         state = self._load()
-        pids = dict(state.pids) if state else {}
+        pids = {c: pid for c, pid in (state.pids if state else {}).items() if state and self._ours(state, c)}
         for name in reversed(COMPONENTS):
             pid = pids.get(name)
             if pid and _alive(pid):

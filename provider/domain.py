@@ -3,9 +3,12 @@ does I/O. Library objects (Kubernetes models, pynvml structs) never cross a box 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+
+import sdl
 
 GPU_RESOURCE = "nvidia.com/gpu"
+MAX_VOLUMES_PER_UNIT = 4  # Akash's provider refuses more storage volumes per resource unit
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,3 +137,78 @@ class PodView:
     requests: Resources
     mig: dict[str, int] = field(default_factory=dict)
     lease: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class GpuRequirement:
+    """One acceptable GPU: model ("*" for any), optional ram class and interface."""
+
+    model: str
+    ram: str = ""
+    interface: str = ""
+
+    @classmethod
+    def from_attribute_key(cls, key: str) -> GpuRequirement | None:
+        """``vendor/nvidia/model/h100/ram/80Gi/interface/sxm`` -> requirement; None if not nvidia."""
+        parts = key.split("/")
+        if len(parts) < 4 or parts[0] != "vendor" or parts[1] != "nvidia" or parts[2] != "model":
+            return None
+        req = cls(parts[3])
+        rest = parts[4:]
+        for name, value in zip(rest[::2], rest[1::2], strict=False):
+            if name == "ram":
+                req = replace(req, ram=value)
+            elif name == "interface":
+                req = replace(req, interface=value)
+        return req
+
+    def matches(self, model: str, ram_class: str, interface: str) -> bool:
+        """Does a GPU of this model, ram class and interface satisfy the requirement?"""
+        if not model or self.model not in ("*", model):
+            return False
+        if self.ram and self.ram != ram_class:
+            return False
+        return not (self.interface and self.interface != interface)
+
+    def describe(self) -> str:
+        text = "any NVIDIA GPU" if self.model == "*" else self.model
+        if self.ram:
+            text += f" {self.ram}"
+        if self.interface:
+            text += f" {self.interface}"
+        return text
+
+
+@dataclass(frozen=True, slots=True)
+class UnitDemand:
+    """One resource unit of an order: ``count`` replicas, each needing ``per_replica``."""
+
+    unit_id: int
+    count: int
+    per_replica: Resources
+    gpu_options: tuple[GpuRequirement, ...] = ()
+    persistent: tuple[tuple[str, int], ...] = ()  # (storage class, bytes) per replica
+    volumes: int = 0
+
+    @classmethod
+    def from_group(cls, group: sdl.GroupSpec) -> tuple[UnitDemand, ...]:
+        out: list[UnitDemand] = []
+        for unit in group.resources:
+            r = unit.resources
+            ephemeral = sum(v.size for v in r.storage or () if not v.persistent and v.storage_class != "ram")
+            ram_disk = sum(v.size for v in r.storage or () if v.storage_class == "ram")
+            persistent = tuple((v.storage_class or "default", v.size) for v in r.storage or () if v.persistent)
+            options = tuple(
+                opt for a in r.gpu_attributes if (opt := GpuRequirement.from_attribute_key(a.key)) is not None
+            )
+            out.append(
+                cls(
+                    unit_id=r.id,
+                    count=unit.count,
+                    per_replica=Resources(r.cpu_millis or 0, (r.memory_bytes or 0) + ram_disk, ephemeral, r.gpu_units),
+                    gpu_options=options,
+                    persistent=persistent,
+                    volumes=len(r.storage or ()),
+                )
+            )
+        return tuple(out)

@@ -43,3 +43,30 @@ class BidMetrics:
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
             registry=registry,
         )
+        self.events_failed = Counter(
+            "gpu_provider_chain_events_failed_total",
+            "Chain events that could not be handled and were skipped, by reason (malformed | internal).",
+            ["reason"],
+            registry=registry,
+        )
+        self.events_retried = Counter(
+            "gpu_provider_chain_events_retried_total",
+            "Attempts to handle a chain event again after the chain or cluster failed mid-way.",
+            registry=registry,
+        )
+        self.chain_resets = Counter(
+            "gpu_provider_chain_resets_total",
+            "Starts where the chain was not the one the cursor belonged to (reset or another chain).",
+            registry=registry,
+        )
+        self.holds_expired = Counter(
+            "gpu_provider_holds_expired_total",
+            "Capacity holds whose bid went unanswered past the hold height; the bid is closed on chain.",
+            registry=registry,
+        )
+        self.leases_refused = Counter(
+            "gpu_provider_leases_refused_total",
+            "Won leases closed on chain because their capacity could not be allocated, by reason.",
+            ["reason"],
+            registry=registry,
+        )

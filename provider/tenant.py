@@ -6,13 +6,13 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from decimal import Decimal
 from typing import Any
 
 import sdl
 from provider.chain.client import ChainClient, put_manifest
 from provider.chain.types import BidId
 from provider.errors import ProviderError
+from provider.money import Dec
 
 
 class TenantError(ProviderError):
@@ -20,7 +20,7 @@ class TenantError(ProviderError):
 
 
 async def deploy(
-    chain: ChainClient, text: bytes, source: str, deposit: Decimal, dseq: int | None, wait: float
+    chain: ChainClient, text: bytes, source: str, deposit: Dec, dseq: int | None, wait: float
 ) -> dict[str, Any]:
     try:
         parsed = sdl.parse(text, source=source)
@@ -28,7 +28,7 @@ async def deploy(
         raise TenantError(str(e)) from None
     groups = parsed.groups_json()
     denom = groups[0]["resources"][0]["price"]["denom"]
-    dseq = dseq or int((await chain.status())["height"]) * 1000 + int(time.time()) % 1000
+    dseq = dseq or (await chain.status()).height * 1000 + int(time.time()) % 1000
     await chain.submit(
         "deployment.create",
         {
@@ -75,7 +75,7 @@ async def send_manifest(chain: ChainClient, text: bytes, source: str, dseq: int,
         info = await chain.provider(lease.id.provider)
         if info is None:
             raise TenantError(f"provider {lease.id.provider} is not registered")
-        url = f"{info['host_uri'].rstrip('/')}/deployment/{dseq}/manifest"
+        url = f"{info.host_uri.rstrip('/')}/deployment/{dseq}/manifest"
         await put_manifest(url, json.dumps(parsed.manifest_json()), chain.key.address)
         sent.append(url)
     return sent
@@ -85,7 +85,7 @@ async def status(chain: ChainClient, dseq: int) -> dict[str, Any]:
     assert chain.key is not None
     owner = chain.key.address
     return {
-        "deployment": await chain.deployment(owner, dseq),
+        "deployment": await chain.account_deployment(owner, dseq),
         "orders": [
             {"order": str(o.id), "state": o.state} for o in await chain.orders(state=None, owner=owner, dseq=dseq)
         ],

@@ -4,6 +4,7 @@ A pure library: no I/O, nothing of ``provider``. ``parse`` is the entry point; `
 exception it raises, carrying every problem with its YAML path, line and column.
 """
 
+from sdl.derive import group_limit_problems
 from sdl.errors import Problem, SdlError
 from sdl.parse import Deployment, parse
 from sdl.spec import GroupSpec, Manifest, ManifestGroup, ManifestService, ResourceUnit, canonical_json
@@ -18,5 +19,6 @@ __all__ = [
     "ResourceUnit",
     "SdlError",
     "canonical_json",
+    "group_limit_problems",
     "parse",
 ]

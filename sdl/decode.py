@@ -42,12 +42,14 @@ MAX_ALIAS_VISITS = 500_000
 class Decoder:
     def __init__(self) -> None:
         self.problems: list[Problem] = []
+        self._seen: set[Problem] = set()  # dedupe in O(1): collecting stays linear in the problems
         self.visits = 0
 
     # -- reporting -------------------------------------------------------------------------------
     def error(self, loc: m.Loc, message: str, severity: Severity = "error") -> None:
         problem = Problem(loc.path, loc.line, loc.column, message, severity)
-        if problem not in self.problems:
+        if problem not in self._seen:
+            self._seen.add(problem)
             self.problems.append(problem)
 
     def warn(self, loc: m.Loc, message: str) -> None:

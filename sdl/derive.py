@@ -53,15 +53,15 @@ class Result:
 class _Reporter:
     def __init__(self) -> None:
         self.problems: list[Problem] = []
+        self._seen: set[Problem] = set()  # dedupe in O(1): collecting stays linear in the problems
+        self.failed = False
 
     def __call__(self, loc: m.Loc, message: str, severity: Severity = "error") -> None:
         problem = Problem(loc.path, loc.line, loc.column, message, severity)
-        if problem not in self.problems:
+        if problem not in self._seen:
+            self._seen.add(problem)
             self.problems.append(problem)
-
-    @property
-    def failed(self) -> bool:
-        return any(p.severity == "error" for p in self.problems)
+            self.failed = self.failed or severity == "error"
 
 
 def derive(sdl: m.Sdl, root: m.Loc) -> Result:
@@ -593,3 +593,52 @@ def _check_manifest(manifest: s.Manifest, sdl: m.Sdl, report: _Reporter, root: m
                     hosts.add(host)
     if global_count == 0:
         report(root, "no service is exposed globally: add 'to: [{global: true}]' to at least one expose")
+
+
+MAX_GROUP_UNITS = 20  # resource units per group that this implementation accepts on its mock chain
+
+
+def group_limit_problems(group: s.GroupSpec) -> list[str]:
+    """The chain's validation of one group spec (deployment v1beta4): per-unit ranges and group totals.
+
+    What a chain would refuse, as messages; empty when the group is acceptable. Pure, and linear in the
+    number of resource units (never in the replica counts), so it is safe on hostile orders.
+    """
+    out: list[str] = []
+    if not group.resources:
+        return ["the group has no resource units"]
+    if len(group.resources) > MAX_GROUP_UNITS:
+        return [f"the group has {len(group.resources)} resource units; at most {MAX_GROUP_UNITS}"]
+    total_cpu = total_gpu = total_mem = total_storage = 0
+    for unit in group.resources:
+        r = unit.resources
+        where = f"resource unit {r.id}"
+        if unit.count < 1:
+            out.append(f"{where}: count {unit.count}; at least 1")
+        if r.cpu_millis is None or not MIN_UNIT_CPU <= r.cpu_millis <= MAX_UNIT_CPU:
+            out.append(f"{where}: cpu {r.cpu_millis}m out of range {MIN_UNIT_CPU}m..{MAX_UNIT_CPU}m")
+        if not 0 <= r.gpu_units <= MAX_UNIT_GPU:
+            out.append(f"{where}: gpu units {r.gpu_units} out of range 0..{MAX_UNIT_GPU}")
+        if r.memory_bytes is None or not MIN_UNIT_MEMORY <= r.memory_bytes <= MAX_UNIT_MEMORY:
+            out.append(f"{where}: memory {r.memory_bytes} bytes out of range 1Mi..2Ti")
+        for v in r.storage or ():
+            if not MIN_UNIT_STORAGE <= v.size <= MAX_UNIT_STORAGE:
+                out.append(f"{where}: volume {v.name!r} size {v.size} bytes out of range 5Mi..32Ti")
+        if unit.price.amount <= 0 or unit.price.amount > MAX_UNIT_PRICE:
+            out.append(f"{where}: price {unit.price.amount} out of range (0, {MAX_UNIT_PRICE}]")
+        if out:
+            return out
+        count = unit.count
+        total_cpu += (r.cpu_millis or 0) * count
+        total_gpu += r.gpu_units * count
+        total_mem += (r.memory_bytes or 0) * count
+        total_storage += sum(v.size for v in r.storage or ()) * count
+    for name, total, limit in (
+        ("cpu", total_cpu, MAX_UNIT_CPU * MAX_UNIT_COUNT),
+        ("gpu", total_gpu, MAX_UNIT_GPU * MAX_UNIT_COUNT),
+        ("memory", total_mem, MAX_UNIT_MEMORY * MAX_UNIT_COUNT),
+        ("storage", total_storage, MAX_UNIT_STORAGE * MAX_UNIT_COUNT),
+    ):
+        if total > limit:
+            out.append(f"group total {name} {total} is above the chain's limit {limit}")
+    return out

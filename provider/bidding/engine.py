@@ -1,44 +1,49 @@
 """The bid engine: follows the chain feed from a durable cursor and bids on the orders it can serve.
 
 For each order: decide (pure policy) -> reserve capacity -> price -> bid. A lost, closed or timed-out
-bid releases its hold; a won lease turns it into an allocation and is handed to the lease lifecycle.
-Restart-safe: the cursor is saved after every handled event, the start-up catch-up scans open orders
-and our own open bids and leases (re-reserving what they hold), and the chain refuses a second bid from
-us on the same order, so nothing is bid twice, leaked or missed.
+bid releases its hold; a won lease turns it into an allocation and is handed to the lease lifecycle; a
+won lease that cannot be allocated is closed on chain with a reason, never run without capacity.
+
+Events are handled concurrently (up to the pricing port's concurrency), each order's events in feed
+order. The durable cursor only moves past events whose handling has finished (a low-water mark), so a
+crash never skips one. The cursor file names the chain (chain id + genesis id): a reset or different
+chain is detected, reported and answered with a fresh catch-up. Holds are counted in blocks.
+
+Restart-safe: the start-up catch-up scans open orders and our own open bids and leases (re-reserving
+what they hold), and before bidding on an order we already hold we ask the chain whether our bid
+exists, so nothing is bid twice, leaked or missed. An unreachable chain never releases a hold: the
+event is retried and then reconciled with the chain's answer.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import logging
 import os
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
-from decimal import Decimal
 from pathlib import Path
-from typing import Protocol
 
 from provider.bidding.policy import GpuOffer, ProviderProfile, decide
-from provider.bidding.pricing import LinearPricing, NoPrice, Quote, ScriptPricing
-from provider.chain.client import ChainClient, ChainError
+from provider.bidding.ports import InventoryPort
+from provider.bidding.pricing import GpuModels, NoPrice, PricingPort, Quote
+from provider.chain.port import ChainError, ChainPort
 from provider.chain.types import BidId, Coin, Event, Order, OrderId
+from provider.domain import UnitDemand
 from provider.errors import ProviderError
-from provider.inventory.cluster import Inventory
-from provider.inventory.reservations import NoFit, Reservation, Reservations, UnitDemand
+from provider.inventory.reservations import DEFAULT_HOLD_BLOCKS, NoFit, Reservation
 from provider.metrics import BidMetrics
+from provider.money import Dec
 from sdl.spec import GroupSpec, group_from_json
 
 log = logging.getLogger("provider.bidding")
 
-
-class InventoryPort(Protocol):
-    reservations: Reservations
-
-    def refresh(self) -> object: ...
-
-    @property
-    def current(self) -> Inventory: ...
+# Bounded reasons for events that could not be handled (a metric label).
+EVENT_FAILURES = ("malformed", "refused", "internal")
 
 
 @dataclass(frozen=True)
@@ -46,70 +51,109 @@ class EngineConfig:
     state_dir: Path
     attributes: dict[str, str]
     host_uri: str = "https://provider.invalid:8443"
-    deposit: Coin = field(default_factory=lambda: Coin("uakt", Decimal(500_000)))
-    bid_hold_seconds: float = 330.0  # the chain's bid timeout (50 blocks ~ 5 min) plus a margin
+    deposit: Coin = field(default_factory=lambda: Coin("uakt", Dec.parse(500_000)))
+    hold_blocks: int = DEFAULT_HOLD_BLOCKS  # the chain's bid timeout (50 blocks) plus a margin
     inventory_max_age: float = 5.0
     feed_wait: float = 10.0
     storage_classes: frozenset[str] = frozenset({"default", "beta1", "beta2", "beta3"})
     tenant_allow: frozenset[str] | None = None
     tenant_deny: frozenset[str] = frozenset()
+    max_in_flight: int = 1000  # events read ahead of the low-water mark before the feed pauses
+    retry_delays: tuple[float, ...] = (0.5, 1, 2, 5, 10)  # then the last, until the chain answers
 
 
 LeaseWon = Callable[[BidId, Order], Awaitable[None]]
 
 
+@dataclass(frozen=True, slots=True)
+class SavedCursor:
+    chain_id: str
+    genesis: str
+    cursor: str
+
+
 class BidEngine:
     def __init__(
         self,
-        chain: ChainClient,
+        chain: ChainPort,
         inventory: InventoryPort,
-        pricing: LinearPricing | ScriptPricing,
+        pricing: PricingPort,
         config: EngineConfig,
         metrics: BidMetrics,
         on_lease_won: LeaseWon | None = None,
     ) -> None:
-        if chain.key is None:
-            raise ValueError("the bid engine needs the provider's signing key")
         self.chain = chain
-        self.me = chain.key.address
+        self.me = chain.address
         self.inventory = inventory
+        self.holds = inventory.reservations
         self.pricing = pricing
         self.config = config
         self.metrics = metrics
         self.on_lease_won = on_lease_won
         self.cursor_file = config.state_dir / "chain-cursor"
         self.profile = ProviderProfile(self.me, dict(config.attributes))
+        self.height = 0  # the latest chain height seen: holds are counted in it
         self._refreshed_at = 0.0
+        self._refresh_lock = asyncio.Lock()
         self._orders: dict[OrderId, Order] = {}
+        self._chain_id = ""
+        self._genesis = ""
+        self._slots = asyncio.Semaphore(max(1, pricing.concurrency))
+        self._tails: dict[str, asyncio.Task[None]] = {}  # per order: the last event task queued
+        self._pending: deque[tuple[Event, asyncio.Task[None]]] = deque()
+        self._done_cursor = ""
+        self._saved_cursor = ""
+        self._stop: asyncio.Event | None = None
 
     # -- durable cursor --------------------------------------------------------------------------
-    def load_cursor(self) -> str:
+    def load_cursor(self) -> SavedCursor | None:
         try:
-            return self.cursor_file.read_text().strip()
+            raw = json.loads(self.cursor_file.read_text())
+            return SavedCursor(str(raw["chain_id"]), str(raw["genesis"]), str(raw["cursor"]))
         except FileNotFoundError:
-            return ""
+            return None
+        except (ValueError, KeyError, TypeError):  # an old or damaged file: start over safely
+            log.warning("cursor file unreadable, starting with a catch-up file=%s", self.cursor_file)
+            return None
 
     def save_cursor(self, cursor: str) -> None:
+        """Write the cursor durably (blocking: call it off the event loop)."""
         self.config.state_dir.mkdir(parents=True, exist_ok=True)
+        data = json.dumps({"chain_id": self._chain_id, "genesis": self._genesis, "cursor": cursor}).encode()
         tmp = self.cursor_file.with_suffix(".tmp")
-        with open(tmp, "w") as f:
-            f.write(cursor)
-            f.flush()
-            os.fsync(f.fileno())
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         tmp.replace(self.cursor_file)
+        dir_fd = os.open(self.config.state_dir, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+    async def _flush_cursor(self) -> None:
+        cursor = self._done_cursor
+        if cursor and cursor != self._saved_cursor:
+            await asyncio.to_thread(self.save_cursor, cursor)
+            self._saved_cursor = cursor
 
     # -- start-up --------------------------------------------------------------------------------
     async def refresh_inventory(self, force: bool = False) -> None:
-        if force or time.monotonic() - self._refreshed_at > self.config.inventory_max_age:
+        async with self._refresh_lock:
+            if not force and time.monotonic() - self._refreshed_at <= self.config.inventory_max_age:
+                return
             await asyncio.to_thread(self.inventory.refresh)
             self._refreshed_at = time.monotonic()
-            offers = frozenset(
-                GpuOffer(n.model, n.ram_class, n.interface)
-                for n in self.inventory.current.nodes
-                if n.model and n.gpus_total and not n.unsellable
-            )
-            if offers != self.profile.gpu_offers:
-                self.profile = replace(self.profile, gpu_offers=offers)
+        offers = frozenset(
+            GpuOffer(n.model, n.ram_class, n.interface)
+            for n in self.inventory.current.nodes
+            if n.model and n.gpus_total and not n.unsellable
+        )
+        if offers != self.profile.gpu_offers:
+            self.profile = replace(self.profile, gpu_offers=offers)
 
     async def register(self) -> None:
         """Publish our attributes, GPU capabilities included (capabilities/gpu/vendor/nvidia/model/<m>)."""
@@ -122,94 +166,212 @@ class BidEngine:
             if offer.interface:
                 attrs[f"{base}/ram/{offer.ram_class}/interface/{offer.interface}"] = "true"
         current = await self.chain.provider(self.me)
-        if current is None or current["attributes"] != attrs or current["host_uri"] != self.config.host_uri:
-            await self.chain.submit("provider.create", {"attributes": attrs, "host_uri": self.config.host_uri})
+        if current is None or current.attributes != attrs or current.host_uri != self.config.host_uri:
+            await self.chain.register_provider(attrs, self.config.host_uri)
         await self._load_audits()
 
     async def _load_audits(self) -> None:
         info = await self.chain.provider(self.me)
-        audited = info.get("audited", {}) if info else {}
         self.profile = replace(
             self.profile,
-            audited=audited,
+            audited=info.audited if info else {},
             storage_classes=self.config.storage_classes,
             tenant_allow=self.config.tenant_allow,
             tenant_deny=self.config.tenant_deny,
         )
 
     async def catch_up(self) -> None:
-        """Re-hold what our open bids and unsettled leases need, then evaluate every open order."""
+        """Re-hold what our open bids and active leases need, then evaluate every open order."""
         await self.refresh_inventory()  # register() has just refreshed it; only older snapshots are re-read
-        ours = {b.id.order: b for b in await self.chain.bids(provider=self.me, state="open")}
+        ours = {b.id.order for b in await self.chain.bids(provider=self.me, state="open")}
         for lease in await self.chain.leases(provider=self.me, state="active"):
             order = await self.chain.order(lease.id.order)
             if order is not None:
                 self._hold(order, str(lease.id))
         for order in await self.chain.orders(state="open"):
-            self._orders[order.id] = order
             if order.id in ours:
                 self._hold(order, "")  # our bid is still open: keep its capacity
                 continue
+            self._orders[order.id] = order
             await self.consider(order)
 
     def _hold(self, order: Order, lease_id: str) -> None:
         key = str(order.id)
-        if self.inventory.reservations.get(key) is not None:
+        if self.holds.get(key) is not None:
             return
         try:
             group = group_from_json(order.group)
-        except ValueError:
+        except (ValueError, ArithmeticError):
             return
-        held = self.inventory.reservations.reserve(key, UnitDemand.from_group(group), self.config.bid_hold_seconds)
+        held = self.holds.reserve(key, UnitDemand.from_group(group), self.config.hold_blocks)
         if isinstance(held, Reservation) and lease_id:
-            self.inventory.reservations.allocate(key, lease_id)
-        self.metrics.reservations.set(len(self.inventory.reservations.holds()))
+            self.holds.allocate(key, lease_id)
+        self.metrics.reservations.set(self.holds.count())
 
-    # -- the loop --------------------------------------------------------------------------------
     async def start(self) -> str:
-        """Register and catch up; returns the cursor to follow from."""
-        cursor = self.load_cursor()
-        if not cursor:  # first start: the catch-up scan covers history, follow from the current block
-            height = int((await self.chain.status())["height"])
-            cursor = f"{max(0, height - 1)}:{2**31}"
+        """Check which chain this is, register and catch up; returns the cursor to follow from."""
+        status = await self.chain.status()
+        self.height = status.height
+        saved = self.load_cursor()
+        self._chain_id, self._genesis = status.chain_id, status.genesis
+        cursor = ""
+        if saved is not None:
+            if (saved.chain_id, saved.genesis) == (status.chain_id, status.genesis):
+                cursor = saved.cursor
+            else:
+                self.metrics.chain_resets.inc()
+                log.warning(
+                    "the chain is not the one the cursor belongs to (reset or another chain): starting over "
+                    "with a catch-up saved_chain=%s saved_genesis=%s chain=%s genesis=%s",
+                    saved.chain_id,
+                    saved.genesis,
+                    status.chain_id,
+                    status.genesis,
+                )
+        if not cursor:  # the catch-up scan covers history: follow from the current block
+            cursor = f"{max(0, status.height - 1)}:{2**31}"
         await self.register()
         await self.catch_up()
+        self._done_cursor = cursor
+        await asyncio.to_thread(self.save_cursor, cursor)
+        self._saved_cursor = cursor
         return cursor
 
+    # -- the loop --------------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event | None = None) -> None:
-        while True:
+        self._stop = stop = stop or asyncio.Event()
+        cursor = await self._start_until_ready(stop)
+        if cursor is None:
+            return
+        try:
+            while not stop.is_set():
+                if len(self._pending) >= self.config.max_in_flight:  # back-pressure: let handlers catch up
+                    await asyncio.wait({self._pending[0][1]})
+                    continue
+                try:
+                    page = await self.chain.events(after=cursor, wait=self.config.feed_wait)
+                except ChainError as e:
+                    log.warning("chain feed unavailable error=%r retry_in=2s", str(e))
+                    await self._sleep(2)
+                    continue
+                if page.height < _height_of(cursor):  # the chain went back in time: it was reset
+                    log.warning("chain height %d is below our cursor %s: restarting", page.height, cursor)
+                    await self._drain()
+                    restarted = await self._start_until_ready(stop)
+                    if restarted is None:
+                        return
+                    cursor = restarted
+                    continue
+                self.height = max(self.height, page.height)
+                for event in page.events:
+                    self._dispatch(event)
+                    cursor = event.cursor
+                if not page.events and page.cursor and page.cursor != cursor:
+                    cursor = page.cursor
+                await self._expire_holds()
+                await self._flush_cursor()
+        finally:
+            await self._drain()
+
+    async def _start_until_ready(self, stop: asyncio.Event) -> str | None:
+        while not stop.is_set():
             try:
-                cursor = await self.start()
-                break
+                return await self.start()
             except ProviderError as e:  # chain or cluster not reachable yet: wait for them, say so
                 log.warning("cannot start bidding yet, retrying in 2s error=%r", str(e))
-                if stop is not None and stop.is_set():
-                    return
-                await asyncio.sleep(2)
-        while stop is None or not stop.is_set():
-            try:
-                events, next_cursor = await self.chain.events(after=cursor, wait=self.config.feed_wait)
-            except ChainError as e:
-                log.warning("chain feed unavailable error=%r retry_in=2s", str(e))
-                await asyncio.sleep(2)
-                continue
-            for event in events:
+                await self._sleep(2)
+        return None
+
+    async def _sleep(self, seconds: float) -> None:
+        if self._stop is None:
+            await asyncio.sleep(seconds)
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), seconds)
+
+    async def _drain(self, timeout: float = 30.0) -> None:
+        """Let in-flight events finish (bounded), then make the cursor durable."""
+        tasks = {t for _, t in self._pending}
+        if tasks:
+            _, not_done = await asyncio.wait(tasks, timeout=timeout)
+            for t in not_done:
+                t.cancel()
+            if not_done:
+                await asyncio.wait(not_done)
+        self._advance()
+        self._pending.clear()
+        self._tails.clear()
+        await self._flush_cursor()
+
+    def _dispatch(self, event: Event) -> None:
+        key = _order_key(event)
+        previous = self._tails.get(key)
+        task = asyncio.create_task(self._run_event(event, previous))
+        self._tails[key] = task
+        self._pending.append((event, task))
+
+        def done(t: asyncio.Task[None]) -> None:
+            if self._tails.get(key) is t:
+                del self._tails[key]
+            self._advance()
+
+        task.add_done_callback(done)
+
+    def _advance(self) -> None:
+        """Move the low-water mark past every finished event at the head of the queue."""
+        while self._pending and self._pending[0][1].done():
+            event, _ = self._pending.popleft()
+            self._done_cursor = event.cursor
+            self.metrics.feed_height.set(event.height)
+
+    async def _run_event(self, event: Event, previous: asyncio.Task[None] | None) -> None:
+        if previous is not None:  # the same order's earlier events first
+            with contextlib.suppress(BaseException):
+                await asyncio.shield(previous)
+        attempt = 0
+        async with self._slots:
+            while True:
                 try:
                     await self.handle(event)
-                except ProviderError as e:  # chain or cluster went away mid-event: retry this event, not the next
-                    log.warning("event not handled, will retry event=%s error=%r", event.cursor, str(e))
-                    await asyncio.sleep(2)
-                    break
-                except Exception:  # a malformed event must not stop the engine
+                    return
+                except ProviderError as e:  # chain or cluster went away mid-event: retry this event
+                    if isinstance(e, ChainError) and _permanent(e):  # the chain said no: asking again won't help
+                        self.metrics.events_failed.labels(reason="refused").inc()
+                        log.error(
+                            "event skipped: the chain refused event=%s type=%s error=%r",
+                            event.cursor,
+                            event.type,
+                            str(e),
+                        )
+                        return
+                    delay = self.config.retry_delays[min(attempt, len(self.config.retry_delays) - 1)]
+                    attempt += 1
+                    self.metrics.events_retried.inc()
+                    log.warning(
+                        "event not handled, will retry event=%s type=%s attempt=%d retry_in=%ss error=%r",
+                        event.cursor,
+                        event.type,
+                        attempt,
+                        delay,
+                        str(e),
+                    )
+                    if self._stop is not None and self._stop.is_set():
+                        return
+                    await self._sleep(delay)
+                except (KeyError, ValueError, TypeError, AttributeError, ArithmeticError) as e:
+                    self.metrics.events_failed.labels(reason="malformed").inc()
+                    log.error(
+                        "event skipped: malformed event=%s type=%s error=%r", event.cursor, event.type, str(e)[:300]
+                    )
+                    return
+                except Exception:
+                    self.metrics.events_failed.labels(reason="internal").inc()
                     log.exception("event skipped: cannot handle it event=%s type=%s", event.cursor, event.type)
-                cursor = event.cursor
-                self.save_cursor(cursor)
-                self.metrics.feed_height.set(event.height)
-            if not events and next_cursor and next_cursor != cursor:
-                cursor = next_cursor
+                    return
 
     async def handle(self, event: Event) -> None:
         data = event.data
+        self.height = max(self.height, event.height)
         if event.type == "order_created":
             oid = OrderId(**data["order"])
             spec = data.get("spec")
@@ -223,7 +385,7 @@ class BidEngine:
                 await self.consider(order)
         elif event.type in ("bid_closed", "lease_created", "lease_closed"):
             raw = data.get("bid") or data.get("lease") or {}
-            oid = OrderId(raw["owner"], raw["dseq"], raw["gseq"], raw["oseq"])
+            oid = OrderId(str(raw["owner"]), int(raw["dseq"]), int(raw["gseq"]), int(raw["oseq"]))
             mine = raw.get("provider") == self.me
             if event.type == "lease_created":
                 if mine:
@@ -238,16 +400,53 @@ class BidEngine:
             await self._load_audits()
 
     def _release(self, oid: OrderId, outcome: str) -> None:
-        if self.inventory.reservations.release(str(oid)):
-            self.metrics.bids_lost.labels(outcome=str(outcome)[:32]).inc()
+        self._orders.pop(oid, None)
+        if self.holds.release(str(oid)):
+            self.metrics.bids_lost.labels(outcome=_bounded(outcome)).inc()
             log.info("reservation released order=%s outcome=%s", oid, outcome)
-        self.metrics.reservations.set(len(self.inventory.reservations.holds()))
+        self.metrics.reservations.set(self.holds.count())
+
+    async def _expire_holds(self) -> None:
+        """Holds unanswered past their height: close our bid on chain (Akash sends MsgCloseBid)."""
+        for key in self.holds.expire():
+            oid = OrderId.parse(key)
+            self._orders.pop(oid, None)
+            self.metrics.holds_expired.inc()
+            log.info("hold expired, closing our bid order=%s height=%d", key, self.height)
+            try:
+                await self.chain.close_bid(oid, "hold_expired")
+            except ChainError as e:  # already closed or lost on chain; or unreachable: the chain times it out
+                log.info("close of expired bid not done order=%s code=%s", key, e.code)
+        self.metrics.reservations.set(self.holds.count())
 
     async def _won(self, bid: BidId) -> None:
-        self.inventory.reservations.allocate(str(bid.order), str(bid))
+        key, lease_id = str(bid.order), str(bid)
+        order = self._orders.pop(bid.order, None) or await self.chain.order(bid.order)
+        allocated = self.holds.allocate(key, lease_id)
+        if not allocated and not self.holds.lease_has_pods(lease_id):
+            # no hold (expired, or lost across a restart): hold again now, or refuse the lease
+            await self.refresh_inventory(force=True)
+            outcome: Reservation | NoFit | None = None
+            if order is not None:
+                try:
+                    group = group_from_json(order.group)
+                    outcome = self.holds.reserve(key, UnitDemand.from_group(group), self.config.hold_blocks)
+                except (ValueError, ArithmeticError):
+                    outcome = None
+            if isinstance(outcome, Reservation):
+                allocated = self.holds.allocate(key, lease_id)
+            else:
+                reason = outcome.reason if isinstance(outcome, NoFit) else "invalid_order"
+                lease = await self.chain.lease(bid)
+                if lease is None or lease.state != "active":
+                    return
+                self.metrics.leases_refused.labels(reason=reason).inc()
+                log.warning("won lease cannot be allocated, closing it lease=%s reason=%s", lease_id, reason)
+                await self.chain.close_bid(bid.order, "insufficient_capacity")
+                return
         self.metrics.leases_won.inc()
+        self.metrics.reservations.set(self.holds.count())
         log.info("lease won lease=%s", bid)
-        order = self._orders.get(bid.order) or await self.chain.order(bid.order)
         if self.on_lease_won is not None and order is not None:
             await self.on_lease_won(bid, order)
 
@@ -259,6 +458,8 @@ class BidEngine:
         outcome = await self._consider(order)
         if outcome != "bid":
             self.metrics.orders_skipped.labels(reason=outcome).inc()
+            if outcome not in ("already_bid",):
+                self._orders.pop(order.id, None)
         else:
             self.metrics.decision_seconds.observe(time.perf_counter() - started)
         return outcome
@@ -266,7 +467,7 @@ class BidEngine:
     async def _consider(self, order: Order) -> str:
         try:
             group = group_from_json(order.group)
-        except ValueError as e:
+        except (ValueError, ArithmeticError) as e:
             log.info("order skipped order=%s reason=invalid_order detail=%r", order.id, str(e))
             return "invalid_order"
         decision = decide(order.id.owner, group, self.profile)
@@ -275,39 +476,84 @@ class BidEngine:
             return decision.reason
         await self.refresh_inventory()
         key = str(order.id)
-        held = self.inventory.reservations.reserve(key, UnitDemand.from_group(group), self.config.bid_hold_seconds)
+        held = self.holds.reserve(key, UnitDemand.from_group(group), self.config.hold_blocks)
         if isinstance(held, NoFit):
-            if held.reason == "duplicate_order":
+            if held.reason != "duplicate_order":
+                log.info("order skipped order=%s reason=%s detail=%r", order.id, held.reason, held.detail)
+                return held.reason
+            existing = self.holds.get(key)
+            if existing is None:
                 return "already_bid"
-            log.info("order skipped order=%s reason=%s detail=%r", order.id, held.reason, held.detail)
-            return held.reason
-        quote = await self._price(order, group, held)
-        if isinstance(quote, NoPrice):
-            self.inventory.reservations.release(key)
-            log.info("order skipped order=%s reason=%s detail=%r", order.id, quote.reason, quote.detail)
-            return quote.reason
+            # we hold it already (catch-up, or a retried event): does our bid exist on chain?
+            bid = await self.chain.bid(BidId(order.id, self.me))  # unreachable: raise, the event is retried
+            if bid is not None:
+                if bid.state in ("open", "active"):
+                    return "already_bid"
+                self._release(order.id, bid.state)
+                return "bid_not_open"
+            held = existing
+        try:
+            quote = await self._price(order, group, held)
+            if isinstance(quote, NoPrice):
+                self.holds.release(key)
+                log.info("order skipped order=%s reason=%s detail=%r", order.id, quote.reason, quote.detail)
+                return quote.reason
+        except Exception:  # a bug or a hostile input in pricing: never leak the hold
+            self.holds.release(key)
+            log.exception("order skipped order=%s reason=internal_error", order.id)
+            return "internal_error"
+        return await self._bid(order, quote)
+
+    async def _bid(self, order: Order, quote: Quote) -> str:
+        key = str(order.id)
         try:
             await self.chain.create_bid(order.id, Coin(quote.denom, quote.amount), self.config.deposit)
         except ChainError as e:
+            if e.unreachable:
+                raise  # keep the hold; the event is retried and reconciled with the chain's answer
             if e.code == "bid_exists":
-                return "already_bid"  # keep the hold: our earlier bid is still open
-            self.inventory.reservations.release(key)
-            self.metrics.bids_failed.labels(code=e.code[:32]).inc()
+                bid = await self.chain.bid(BidId(order.id, self.me))
+                if bid is not None and bid.state == "open":
+                    return "already_bid"  # keep the hold: our earlier bid is still open
+                self._release(order.id, bid.state if bid else "missing")
+                return "bid_not_open"
+            self.holds.release(key)
+            self.metrics.bids_failed.labels(code=_bounded(e.code)).inc()
             log.warning("bid refused order=%s code=%s error=%r", order.id, e.code, str(e))
             return "bid_refused"
+        except Exception:
+            self.holds.release(key)
+            log.exception("order skipped order=%s reason=internal_error", order.id)
+            return "internal_error"
         self.metrics.bids_placed.inc()
         self.metrics.last_bid_placed.set(time.time())
-        self.metrics.reservations.set(len(self.inventory.reservations.holds()))
+        self.metrics.reservations.set(self.holds.count())
         log.info("bid placed order=%s price=%s%s", order.id, quote.amount, quote.denom)
         return "bid"
 
     async def _price(self, order: Order, group: GroupSpec, held: Reservation) -> Quote | NoPrice:
-        nodes = {n.name: n for n in self.inventory.current.nodes}
-        models: dict[int, tuple[str, str, str]] = {}
-        for p in held.placements:
-            n = nodes.get(p.node)
-            if n is not None and p.resources.gpus:
-                models.setdefault(p.unit_id, (n.model, n.ram_class, n.interface))
-        if isinstance(self.pricing, ScriptPricing):
-            return await self.pricing.quote(group, models, order.id.owner)
-        return self.pricing.quote(group, models)
+        gpu_models: GpuModels = {p.unit_id: p.gpu for p in held.placements if p.resources.gpus}
+        return await self.pricing.price(group, gpu_models, order.id.owner)
+
+
+def _order_key(event: Event) -> str:
+    """Events of one order are handled in feed order; others have their own lane."""
+    data = event.data
+    raw = data.get("order") or data.get("bid") or data.get("lease")
+    if isinstance(raw, dict):
+        return f"{raw.get('owner')}/{raw.get('dseq')}/{raw.get('gseq')}/{raw.get('oseq')}"
+    return f"event:{event.type}"
+
+
+def _permanent(e: ChainError) -> bool:
+    """A refusal (4xx other than a sequence race) rather than a chain that could not answer."""
+    return not e.unreachable and 400 <= e.status < 500 and e.code != "bad_sequence"
+
+
+def _height_of(cursor: str) -> int:
+    head = cursor.split(":", 1)[0]
+    return int(head) if head.isdigit() else 0
+
+
+def _bounded(text: object) -> str:
+    return str(text)[:32]

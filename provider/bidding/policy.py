@@ -9,7 +9,9 @@ import fnmatch
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from provider.inventory.reservations import MAX_VOLUMES_PER_UNIT, GpuRequirement
+from provider.domain import MAX_VOLUMES_PER_UNIT, GpuRequirement
+from provider.money import Dec, MoneyError
+from sdl import group_limit_problems
 from sdl.spec import GroupSpec
 
 SKIP_REASONS = (
@@ -73,8 +75,14 @@ def decide(owner: str, group: GroupSpec, profile: ProviderProfile) -> Decision:
         return _skip("tenant_denied", f"tenant {owner} is on the deny list")
     if profile.tenant_allow is not None and owner not in profile.tenant_allow:
         return _skip("tenant_not_allowed", f"tenant {owner} is not on the allow list")
-    if not group.resources:
-        return _skip("invalid_order", "the order has no resource units")
+    problems = group_limit_problems(group)  # the chain's own limits: a hostile order stops here
+    if problems:
+        return _skip("invalid_order", "; ".join(problems[:3]))
+    try:
+        for unit in group.resources:
+            Dec.from_decimal(unit.price.amount)
+    except MoneyError as e:
+        return _skip("invalid_order", f"price: {e}")
     required = {a.key: a.value for a in group.attributes or ()}
     all_of, any_of = group.signed_by_all_of or (), group.signed_by_any_of or ()
     if all_of or any_of:

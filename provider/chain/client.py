@@ -1,25 +1,34 @@
-"""The chain client: the only module that speaks HTTP to the chain (httpx). Signs transactions with
-the account's key and keeps its sequence; every request has a timeout."""
+"""The mock chain's client: the only module that speaks HTTP to the chain (httpx). Implements the chain
+port (provider.chain.port) for the mock chain; signs transactions with the account's key and keeps its
+sequence; every request has a timeout."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
 from collections.abc import AsyncIterator
-from decimal import Decimal
 from typing import Any
 
 import httpx
 
 from provider.chain.keys import Key
-from provider.chain.types import Bid, BidId, Coin, Event, Lease, Order, OrderId
-from provider.errors import ProviderError
+from provider.chain.port import ChainError
+from provider.chain.types import (
+    Bid,
+    BidId,
+    ChainStatus,
+    Coin,
+    Deployment,
+    Event,
+    FeedPage,
+    Lease,
+    Order,
+    OrderId,
+    ProviderInfo,
+)
+from provider.money import Dec
 
-
-class ChainError(ProviderError):
-    def __init__(self, code: str, message: str, status: int = 0) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.status = status
+__all__ = ["ChainClient", "ChainError", "put_manifest"]
 
 
 def _order_id(row: dict[str, Any]) -> OrderId:
@@ -30,7 +39,7 @@ def _bid(row: dict[str, Any]) -> Bid:
     return Bid(
         BidId(_order_id(row), row["provider"]),
         row["state"],
-        Coin(row["price_denom"], Decimal(row["price"])),
+        Coin(row["price_denom"], Dec.parse(row["price"])),
         row["created_height"],
     )
 
@@ -39,7 +48,7 @@ def _lease(row: dict[str, Any]) -> Lease:
     return Lease(
         BidId(_order_id(row), row["provider"]),
         row["state"],
-        Coin(row["price_denom"], Decimal(row["price"])),
+        Coin(row["price_denom"], Dec.parse(row["price"])),
         row["created_height"],
         row.get("closed_reason") or "",
     )
@@ -73,28 +82,65 @@ class ChainClient:
             raise ChainError(str(detail.get("code", "error")), str(detail.get("message", detail)), resp.status_code)
         return body
 
+    @property
+    def address(self) -> str:
+        if self.key is None:
+            raise ChainError("no_key", "this client has no signing key")
+        return self.key.address
+
     # -- reads -----------------------------------------------------------------------------------
-    async def status(self) -> dict[str, Any]:
-        status: dict[str, Any] = await self._request("GET", "/status")
-        self._chain_id = status["chain_id"]
+    async def status(self) -> ChainStatus:
+        body = await self._request("GET", "/status")
+        try:
+            status = ChainStatus(str(body["chain_id"]), str(body.get("genesis", "")), int(body["height"]))
+        except (KeyError, TypeError, ValueError) as e:
+            raise ChainError("bad_response", f"/status answered {str(body)[:200]}") from e
+        self._chain_id = status.chain_id
         return status
 
     async def account(self, address: str) -> dict[str, Any]:
         result: dict[str, Any] = await self._request("GET", f"/accounts/{address}")
         return result
 
-    async def provider(self, address: str) -> dict[str, Any] | None:
+    async def account_public_key(self, address: str) -> bytes | None:
+        pub = (await self.account(address)).get("pubkey")
+        return base64.b64decode(pub) if pub else None
+
+    async def provider(self, address: str) -> ProviderInfo | None:
         try:
-            result: dict[str, Any] = await self._request("GET", f"/providers/{address}")
+            r: dict[str, Any] = await self._request("GET", f"/providers/{address}")
         except ChainError as e:
             if e.status == 404:
                 return None
             raise
-        return result
+        return ProviderInfo(r["address"], r["host_uri"], dict(r["attributes"]), dict(r.get("audited", {})))
 
-    async def deployment(self, owner: str, dseq: int) -> dict[str, Any]:
-        result: dict[str, Any] = await self._request("GET", f"/deployments/{owner}/{dseq}")
-        return result
+    async def account_deployment(self, owner: str, dseq: int) -> dict[str, Any] | None:
+        """The deployment as the chain serves it (JSON), for the tenant's status."""
+        try:
+            r: dict[str, Any] = await self._request("GET", f"/deployments/{owner}/{dseq}")
+        except ChainError as e:
+            if e.status == 404:
+                return None
+            raise
+        return r
+
+    async def deployment(self, owner: str, dseq: int) -> Deployment | None:
+        try:
+            r: dict[str, Any] = await self._request("GET", f"/deployments/{owner}/{dseq}")
+        except ChainError as e:
+            if e.status == 404:
+                return None
+            raise
+        return Deployment(
+            r["owner"],
+            int(r["dseq"]),
+            r["state"],
+            r["version"],
+            tuple(r.get("groups", ())),
+            Coin.from_json(r["escrow"]),
+            int(r["created_height"]),
+        )
 
     async def _pages(self, path: str, params: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         after = ""
@@ -122,20 +168,40 @@ class ChainClient:
                 return o
         return None
 
-    async def bids(self, **filters: Any) -> list[Bid]:
+    async def bids(
+        self, provider: str | None = None, state: str | None = None, owner: str | None = None, dseq: int | None = None
+    ) -> list[Bid]:
+        filters = {"provider": provider, "state": state, "owner": owner, "dseq": dseq}
         return [_bid(r) async for r in self._pages("/bids", filters)]
 
-    async def leases(self, **filters: Any) -> list[Lease]:
+    async def bid(self, bid_id: BidId) -> Bid | None:
+        o = bid_id.order
+        found = await self.bids(provider=bid_id.provider, owner=o.owner, dseq=o.dseq)
+        return next((b for b in found if b.id == bid_id), None)
+
+    async def leases(
+        self, provider: str | None = None, state: str | None = None, owner: str | None = None, dseq: int | None = None
+    ) -> list[Lease]:
+        filters = {"provider": provider, "state": state, "owner": owner, "dseq": dseq}
         return [_lease(r) async for r in self._pages("/leases", filters)]
+
+    async def lease(self, lease_id: BidId) -> Lease | None:
+        o = lease_id.order
+        found = await self.leases(provider=lease_id.provider, owner=o.owner, dseq=o.dseq)
+        return next((x for x in found if x.id == lease_id), None)
 
     async def lease_rows(self, **filters: Any) -> list[dict[str, Any]]:
         return [r async for r in self._pages("/leases", filters)]
 
-    async def events(self, after: str = "", limit: int = 500, wait: float = 0) -> tuple[list[Event], str]:
+    async def events(self, after: str = "", limit: int = 500, wait: float = 0) -> FeedPage:
         body = await self._request(
             "GET", "/events", params={"after": after, "limit": limit, "wait": wait}, timeout=wait + 10
         )
-        return [Event(e["height"], e["index"], e["type"], e["data"]) for e in body["events"]], body["cursor"]
+        try:
+            events = tuple(Event(int(e["height"]), int(e["index"]), str(e["type"]), e["data"]) for e in body["events"])
+            return FeedPage(events, str(body["cursor"]), int(body["height"]))
+        except (KeyError, TypeError, ValueError) as e:
+            raise ChainError("bad_response", f"/events answered {str(body)[:200]}") from e
 
     # -- writes ----------------------------------------------------------------------------------
     async def submit(self, tx_type: str, msg: dict[str, Any]) -> dict[str, Any]:
@@ -164,16 +230,25 @@ class ChainClient:
                 return result
         raise ChainError("bad_sequence", "could not agree on the account sequence")
 
-    async def fund(self, address: str, denom: str, amount: Decimal) -> None:
+    async def fund(self, address: str, denom: str, amount: Dec) -> None:
         await self._request("POST", "/faucet", json={"address": address, "denom": denom, "amount": str(amount)})
 
-    async def create_bid(self, order: OrderId, price: Coin, deposit: Coin) -> dict[str, Any]:
-        return await self.submit(
+    async def register_provider(self, attributes: dict[str, str], host_uri: str) -> None:
+        await self.submit("provider.create", {"attributes": attributes, "host_uri": host_uri})
+
+    async def create_bid(self, order: OrderId, price: Coin, deposit: Coin) -> None:
+        await self.submit(
             "bid.create", {"order": order.to_json(), "price": price.to_json(), "deposit": deposit.to_json()}
         )
 
-    async def close_bid(self, order: OrderId, reason: str = "provider") -> dict[str, Any]:
-        return await self.submit("bid.close", {"order": order.to_json(), "reason": reason})
+    async def close_bid(self, order: OrderId, reason: str = "provider") -> None:
+        await self.submit("bid.close", {"order": order.to_json(), "reason": reason})
+
+    async def withdraw_lease(self, lease_id: BidId) -> Coin:
+        lease = {**lease_id.order.to_json(), "provider": lease_id.provider}
+        result = await self.submit("lease.withdraw", {"lease": lease})
+        amount = result.get("withdrawn", {})
+        return Coin.from_json(amount) if isinstance(amount, dict) else Coin("", Dec.parse(str(amount)))
 
 
 async def put_manifest(url: str, manifest_json: str, tenant: str, timeout: float = 30.0) -> None:

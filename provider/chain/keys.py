@@ -7,9 +7,13 @@ any byte breaks the signature, and the strictly increasing per-account sequence 
 from __future__ import annotations
 
 import base64
+import fcntl
 import hashlib
 import json
 import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -95,14 +99,26 @@ def verify_tx(chain_id: str, tx: dict[str, Any]) -> str:
     if len(pub) != 32 or address_of(pub) != account:
         raise SignatureError("the public key does not belong to the signing account")
     try:
-        Ed25519PublicKey.from_public_bytes(pub).verify(sig, sign_bytes(chain_id, account, sequence, tx_type, msg))
+        signed = sign_bytes(chain_id, account, sequence, tx_type, msg)
+    except (ValueError, TypeError, RecursionError) as e:  # e.g. a lone surrogate: text that has no UTF-8 form
+        raise SignatureError(
+            f"malformed transaction: text that cannot be encoded as UTF-8 ({e.__class__.__name__})"
+        ) from None
+    try:
+        Ed25519PublicKey.from_public_bytes(pub).verify(sig, signed)
     except InvalidSignature:
         raise SignatureError("bad signature: the transaction was not signed by this account or was altered") from None
     return account
 
 
 class Keyring:
-    """Named keys in a local JSON file (mode 0600)."""
+    """Named keys in a local JSON file: the file 0600 in a 0700 directory, written atomically.
+
+    A write takes an exclusive lock (a ``.lock`` file beside the keyring), writes a fresh temporary
+    file made with ``mkstemp`` in the same directory and set to 0600 before a byte is written, fsyncs
+    it and renames it over the keyring, so a crash or a concurrent writer never leaves a partial or
+    world-readable file, and a stale temporary file is never reused.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -112,6 +128,8 @@ class Keyring:
             data = json.loads(self.path.read_text())
         except FileNotFoundError:
             return {}
+        except (ValueError, UnicodeDecodeError):
+            raise KeyringError(f"{self.path}: not a keyring file (invalid JSON)") from None
         if not isinstance(data, dict):
             raise KeyringError(f"{self.path}: not a keyring file")
         return {str(k): str(v) for k, v in data.items()}
@@ -125,18 +143,53 @@ class Keyring:
             raise KeyringError(
                 f"no key named {name!r} in {self.path}; create it with: gpu-provider tenant keys add {name}"
             )
-        return Key(name, Ed25519PrivateKey.from_private_bytes(base64.b64decode(keys[name])))
+        try:
+            seed = base64.b64decode(keys[name], validate=True)
+            return Key(name, Ed25519PrivateKey.from_private_bytes(seed))
+        except ValueError:
+            raise KeyringError(f"{self.path}: key {name!r} is not a base64 ed25519 seed") from None
 
     def add(self, name: str, key: Key | None = None) -> Key:
-        keys = self._load()
-        if name in keys:
-            raise KeyringError(f"a key named {name!r} already exists in {self.path}")
-        key = key or Key.generate(name)
-        keys[name] = base64.b64encode(key.seed_bytes()).decode()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump(keys, f, indent=2)
-        tmp.replace(self.path)
+        directory = self.path.parent
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        with _locked(directory / (self.path.name + ".lock")):
+            keys = self._load()
+            if name in keys:
+                raise KeyringError(f"a key named {name!r} already exists in {self.path}")
+            key = key or Key.generate(name)
+            keys[name] = base64.b64encode(key.seed_bytes()).decode()
+            _write_private(self.path, json.dumps(keys, indent=2).encode())
         return key
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    """Atomically replace ``path`` with ``data``, readable by the owner only."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, 0o600)
+        os.write(fd, data)
+        os.fsync(fd)
+        os.close(fd)
+        fd = -1
+        os.replace(tmp, path)
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except BaseException:
+        if fd >= 0:
+            os.close(fd)
+        with suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from decimal import Decimal
+from dataclasses import dataclass, field
 from typing import Any
+
+from provider.money import ZERO, Dec
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -45,15 +46,17 @@ LeaseId = BidId  # a lease is identified by the bid it came from
 
 @dataclass(frozen=True, slots=True)
 class Coin:
+    """An exact amount of one denom (18 decimals, like Cosmos DecCoin)."""
+
     denom: str
-    amount: Decimal
+    amount: Dec
 
     def to_json(self) -> dict[str, str]:
         return {"denom": self.denom, "amount": str(self.amount)}
 
     @classmethod
     def from_json(cls, raw: Any) -> Coin:
-        return cls(str(raw["denom"]), Decimal(str(raw["amount"])))
+        return cls(str(raw["denom"]), Dec.parse(str(raw["amount"])))
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +69,9 @@ class Order:
     def max_price(self) -> Coin:
         units = self.group.get("resources", [])
         denom = units[0]["price"]["denom"] if units else ""
-        total = sum((Decimal(u["price"]["amount"]) * int(u["count"]) for u in units), Decimal(0))
+        total = ZERO
+        for u in units:
+            total += Dec.parse(str(u["price"]["amount"])).times(int(u["count"]))
         return Coin(denom, total)
 
 
@@ -97,3 +102,36 @@ class Event:
     @property
     def cursor(self) -> str:
         return f"{self.height}:{self.index}"
+
+
+@dataclass(frozen=True, slots=True)
+class Deployment:
+    owner: str
+    dseq: int
+    state: str  # active | closed
+    version: str  # the deployment version hash, hex (sdl's Deployment.version)
+    groups: tuple[dict[str, Any], ...]  # group specs in gseq order, Akash JSON form
+    escrow: Coin
+    created_height: int
+
+
+@dataclass(frozen=True, slots=True)
+class ChainStatus:
+    chain_id: str
+    genesis: str  # identifies this chain's history: a reset or another chain has another one
+    height: int
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderInfo:
+    address: str
+    host_uri: str
+    attributes: dict[str, str]
+    audited: dict[str, dict[str, str]] = field(default_factory=dict)  # auditor -> signed attributes
+
+
+@dataclass(frozen=True, slots=True)
+class FeedPage:
+    events: tuple[Event, ...]
+    cursor: str  # opaque: pass it back to get what follows
+    height: int  # the chain's height when the page was read

@@ -1,24 +1,31 @@
 """Reservations: hold capacity for open bids so that concurrent orders never overcommit the cluster.
 
-``reserve(order_id, group)`` places every replica of every resource unit on a node (all GPUs of a
+``reserve(order_id, units)`` places every replica of every resource unit on a node (all GPUs of a
 replica on one node of one acceptable model; cpu, memory and ephemeral storage too; persistent storage
-against the capacity of its class), and holds it until the bid is lost, closed or times out. Once the
-lease is won, ``allocate`` ties the hold to the lease; as soon as the lease's pods exist, the pods are
-counted and the hold is dropped, so nothing is counted twice, manifest updates included (the
-double-count Akash's provider has after an update).
+against the capacity of its class), and holds it until the bid is lost, closed or its hold expires.
+Expiry is counted in chain heights (blocks), from the ``height`` callable, never in wall-clock time.
 
-Thread-safe: one lock, no I/O while holding it.
+Once the lease is won, ``allocate`` ties the hold to the lease and it no longer expires. The hold then
+shrinks by one replica for each of the lease's pods that is bound to a node (those pods are counted by
+the cluster inventory from then on) and is dropped only when every replica is bound: a lease with one
+pod placed and three Pending still holds the three, so nothing a live lease will take is sold again,
+and nothing is counted twice (the double count Akash's provider has after a manifest update).
+
+Fitting is linear in the number of nodes, never in the replica counts: a unit's replicas are placed
+in bulk (as many per node as fit, tightest node first) over the nodes of the accepted GPU models,
+found through an index by model. Thread-safe: one lock, no I/O while holding it.
 """
 
 from __future__ import annotations
 
+import bisect
+import heapq
+import itertools
 import threading
-import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 
-import sdl
-from provider.domain import GPU_RESOURCE, PodView, Resources
+from provider.domain import GPU_RESOURCE, MAX_VOLUMES_PER_UNIT, PodView, Resources, UnitDemand
 from provider.inventory.cluster import Inventory, NodeInventory
 
 # Bounded set of reasons (they become a metric label).
@@ -32,84 +39,22 @@ NO_FIT_REASONS = (
     "too_many_volumes",
     "duplicate_order",
 )
-MAX_VOLUMES_PER_UNIT = 4
-
-
-@dataclass(frozen=True, slots=True)
-class GpuRequirement:
-    """One acceptable GPU: model ("*" for any), optional ram class and interface."""
-
-    model: str
-    ram: str = ""
-    interface: str = ""
-
-    @classmethod
-    def from_attribute_key(cls, key: str) -> GpuRequirement | None:
-        """``vendor/nvidia/model/h100/ram/80Gi/interface/sxm`` -> requirement; None if not nvidia."""
-        parts = key.split("/")
-        if len(parts) < 4 or parts[0] != "vendor" or parts[1] != "nvidia" or parts[2] != "model":
-            return None
-        req = cls(parts[3])
-        rest = parts[4:]
-        for name, value in zip(rest[::2], rest[1::2], strict=False):
-            if name == "ram":
-                req = replace(req, ram=value)
-            elif name == "interface":
-                req = replace(req, interface=value)
-        return req
-
-    def matches(self, model: str, ram_class: str, interface: str) -> bool:
-        """Does a GPU of this model, ram class and interface satisfy the requirement?"""
-        if not model or self.model not in ("*", model):
-            return False
-        if self.ram and self.ram != ram_class:
-            return False
-        return not (self.interface and self.interface != interface)
-
-    def accepts(self, node: NodeInventory) -> bool:
-        return self.matches(node.model, node.ram_class, node.interface)
-
-
-@dataclass(frozen=True, slots=True)
-class UnitDemand:
-    """One resource unit of an order: ``count`` replicas, each needing ``per_replica``."""
-
-    unit_id: int
-    count: int
-    per_replica: Resources
-    gpu_options: tuple[GpuRequirement, ...] = ()
-    persistent: tuple[tuple[str, int], ...] = ()  # (storage class, bytes) per replica
-    volumes: int = 0
-
-    @classmethod
-    def from_group(cls, group: sdl.GroupSpec) -> tuple[UnitDemand, ...]:
-        out: list[UnitDemand] = []
-        for unit in group.resources:
-            r = unit.resources
-            ephemeral = sum(v.size for v in r.storage or () if not v.persistent and v.storage_class != "ram")
-            ram_disk = sum(v.size for v in r.storage or () if v.storage_class == "ram")
-            persistent = tuple((v.storage_class or "default", v.size) for v in r.storage or () if v.persistent)
-            options = tuple(
-                opt for a in r.gpu_attributes if (opt := GpuRequirement.from_attribute_key(a.key)) is not None
-            )
-            out.append(
-                cls(
-                    unit_id=r.id,
-                    count=unit.count,
-                    per_replica=Resources(r.cpu_millis or 0, (r.memory_bytes or 0) + ram_disk, ephemeral, r.gpu_units),
-                    gpu_options=options,
-                    persistent=persistent,
-                    volumes=len(r.storage or ()),
-                )
-            )
-        return tuple(out)
+DEFAULT_HOLD_BLOCKS = 55  # the chain's bid timeout (50 blocks) plus a margin
 
 
 @dataclass(frozen=True, slots=True)
 class Placement:
+    """``count`` replicas of one unit on one node, each needing ``resources``."""
+
     node: str
     unit_id: int
     resources: Resources
+    count: int = 1
+    gpu: tuple[str, str, str] = ("", "", "")  # (model, ram class, interface) of the node's GPUs, when used
+
+    @property
+    def total(self) -> Resources:
+        return self.resources.scaled(self.count)
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,13 +62,38 @@ class Reservation:
     order_id: str
     placements: tuple[Placement, ...]
     persistent: tuple[tuple[str, int], ...]
-    expires_at: float
-    lease_id: str = ""  # set by allocate(): the pods of this lease replace the hold
+    expires_at: int  # chain height at which an unanswered hold lapses
+    lease_id: str = ""  # set by allocate(): the lease's bound pods replace the hold replica by replica
+    bound: tuple[tuple[str, int], ...] = ()  # (node, pods of the lease bound there), counted by the inventory
+
+    @property
+    def replicas(self) -> int:
+        return sum(p.count for p in self.placements)
+
+    @property
+    def bound_total(self) -> int:
+        return sum(n for _, n in self.bound)
+
+    def outstanding(self) -> tuple[Placement, ...]:
+        """The placements still held: each bound pod takes one replica off its own node's placement
+        first; pods the scheduler put elsewhere take replicas off the largest placements."""
+        on_node = dict(self.bound)
+        counts = []
+        for p in self.placements:
+            take = min(p.count, on_node.get(p.node, 0))
+            on_node[p.node] = on_node.get(p.node, 0) - take
+            counts.append(p.count - take)
+        elsewhere = sum(on_node.values())
+        for i in sorted(range(len(counts)), key=lambda i: (-self.placements[i].resources.gpus, i)):
+            take = min(elsewhere, counts[i])
+            counts[i] -= take
+            elsewhere -= take
+        return tuple(replace(p, count=c) for p, c in zip(self.placements, counts, strict=True) if c)
 
     def per_node(self) -> dict[str, Resources]:
         out: dict[str, Resources] = {}
-        for p in self.placements:
-            out[p.node] = out.get(p.node, Resources()) + p.resources
+        for p in self.outstanding():
+            out[p.node] = out.get(p.node, Resources()) + p.total
         return out
 
 
@@ -134,15 +104,37 @@ class NoFit:
     detail: str
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
 class _Snapshot:
     inventory: Inventory = field(default_factory=lambda: Inventory(()))
+    bound: Mapping[str, tuple[tuple[str, int], ...]] = field(default_factory=dict)  # lease -> (node, bound pods)
     leases_with_pods: frozenset[str] = frozenset()
-    free: dict[str, Resources] = field(default_factory=dict)  # per node, before holds
+    free: Mapping[str, Resources] = field(default_factory=dict)  # per node, before holds
+    nodes: Mapping[str, NodeInventory] = field(default_factory=dict)
+    by_gpu: Mapping[tuple[str, str, str], tuple[str, ...]] = field(default_factory=dict)  # sellable GPU nodes
 
     @classmethod
-    def of(cls, inventory: Inventory, leases: frozenset[str]) -> _Snapshot:
-        return cls(inventory, leases, {n.name: n.free for n in inventory.nodes})
+    def of(cls, inventory: Inventory, pods: Iterable[PodView]) -> _Snapshot:
+        bound: dict[str, dict[str, int]] = {}
+        leases: set[str] = set()
+        for p in pods:
+            if p.lease:
+                leases.add(p.lease)
+                if p.node:
+                    per_node = bound.setdefault(p.lease, {})
+                    per_node[p.node] = per_node.get(p.node, 0) + 1
+        by_gpu: dict[tuple[str, str, str], list[str]] = {}
+        for n in inventory.nodes:
+            if n.model and n.gpus_total and not n.unsellable:
+                by_gpu.setdefault((n.model, n.ram_class, n.interface), []).append(n.name)
+        return cls(
+            inventory,
+            {lease: tuple(sorted(nodes.items())) for lease, nodes in bound.items()},
+            frozenset(leases),
+            {n.name: n.free for n in inventory.nodes},
+            {n.name: n for n in inventory.nodes},
+            {k: tuple(v) for k, v in by_gpu.items()},
+        )
 
 
 class Reservations:
@@ -151,32 +143,50 @@ class Reservations:
     def __init__(
         self,
         storage_capacity: Mapping[str, int] | None = None,
-        hold_seconds: float = 300.0,
-        clock: Callable[[], float] = time.monotonic,
+        hold_blocks: int = DEFAULT_HOLD_BLOCKS,
+        height: Callable[[], int] = lambda: 0,
     ) -> None:
         self._lock = threading.Lock()
         self._held: dict[str, Reservation] = {}
         self._snapshot = _Snapshot()
+        self._free = _FreeIndex(_Snapshot(), {})  # snapshot free minus every outstanding hold, indexed
         self._storage_capacity = dict(storage_capacity or {})
         self._storage_used: dict[str, int] = {}
-        self.hold_seconds = hold_seconds
-        self.clock = clock
+        self.hold_blocks = hold_blocks
+        self.height = height
 
     # -- cluster state ---------------------------------------------------------------------------
     def refresh(
         self, inventory: Inventory, pods: Iterable[PodView] = (), storage_used: Mapping[str, int] | None = None
     ) -> None:
-        """Take a new snapshot (computed without reservations). Holds whose lease now has pods are
-        dropped: from here on the pods are what counts."""
-        leases = frozenset(p.lease for p in pods if p.lease)
+        """Take a new snapshot (computed without reservations). A won lease's hold shrinks by its bound
+        pods and is dropped once all of its replicas are bound: from then on the pods are what counts."""
+        snapshot = _Snapshot.of(inventory, pods)
         with self._lock:
-            self._snapshot = _Snapshot.of(inventory, leases)
+            self._snapshot = snapshot
             if storage_used is not None:
                 self._storage_used = dict(storage_used)
             for order_id, r in list(self._held.items()):
-                if r.lease_id and r.lease_id in leases:
-                    del self._held[order_id]
+                if r.lease_id:
+                    bound = snapshot.bound.get(r.lease_id, ())
+                    if sum(n for _, n in bound) >= r.replicas:
+                        del self._held[order_id]
+                    elif bound != r.bound:
+                        self._held[order_id] = replace(r, bound=bound)
             self._expire_locked()
+            self._recount_locked()
+
+    def _recount_locked(self) -> None:
+        free = dict(self._snapshot.free)
+        for node, held in self._reserved_locked().items():
+            if node in free:
+                free[node] = (free[node] - held).clamped()
+        self._free = _FreeIndex(self._snapshot, free)
+
+    def _take_locked(self, r: Reservation, sign: int) -> None:
+        for node, res in r.per_node().items():
+            if node in self._free.free:
+                self._free.set(node, (self._free.free[node] - res.scaled(sign)).clamped())
 
     def reserved_by_node(self) -> dict[str, Resources]:
         with self._lock:
@@ -190,26 +200,24 @@ class Reservations:
         return out
 
     def _expire_locked(self) -> list[str]:
-        now = self.clock()
+        now = self.height()
         gone = [o for o, r in self._held.items() if not r.lease_id and r.expires_at <= now]
         for o in gone:
             del self._held[o]
+        if gone:
+            self._recount_locked()
         return gone
 
     # -- operations ------------------------------------------------------------------------------
     def reserve(
-        self, order_id: str, units: Iterable[UnitDemand], hold_seconds: float | None = None
+        self, order_id: str, units: Iterable[UnitDemand], hold_blocks: int | None = None
     ) -> Reservation | NoFit:
         demands = tuple(units)
         with self._lock:
             self._expire_locked()
             if order_id in self._held:
                 return NoFit(order_id, "duplicate_order", f"order {order_id} already holds a reservation")
-            free = dict(self._snapshot.free)
-            for node, held in self._reserved_locked().items():
-                if node in free:
-                    free[node] = (free[node] - held).clamped()
-            outcome = _fit(order_id, demands, self._snapshot.inventory, free)
+            outcome = _fit(order_id, demands, self._snapshot, self._free)
             if isinstance(outcome, NoFit):
                 return outcome
             persistent = _sum_persistent(demands)
@@ -220,9 +228,10 @@ class Reservations:
                 order_id,
                 outcome,
                 persistent,
-                self.clock() + (hold_seconds if hold_seconds is not None else self.hold_seconds),
+                self.height() + (hold_blocks if hold_blocks is not None else self.hold_blocks),
             )
             self._held[order_id] = reservation
+            self._take_locked(reservation, 1)
             return reservation
 
     def _storage_fits_locked(self, wanted: tuple[tuple[str, int], ...]) -> str:
@@ -242,21 +251,35 @@ class Reservations:
     def release(self, order_id: str) -> bool:
         """Bid lost, closed or withdrawn: give the capacity back. Idempotent."""
         with self._lock:
-            return self._held.pop(order_id, None) is not None
+            r = self._held.pop(order_id, None)
+            if r is None:
+                return False
+            self._take_locked(r, -1)
+            return True
 
     def allocate(self, order_id: str, lease_id: str) -> bool:
-        """The lease was won: the hold no longer expires, and is dropped once the lease's pods exist."""
+        """The lease was won: the hold no longer expires; it shrinks as the lease's pods are bound.
+        False when there is no hold for the order (it expired, or was never made)."""
         with self._lock:
             r = self._held.get(order_id)
             if r is None:
                 return False
-            if lease_id in self._snapshot.leases_with_pods:
+            bound = self._snapshot.bound.get(lease_id, ())
+            self._take_locked(r, -1)
+            if sum(n for _, n in bound) >= r.replicas:
                 del self._held[order_id]
             else:
-                self._held[order_id] = replace(r, lease_id=lease_id)
+                r = replace(r, lease_id=lease_id, bound=bound)
+                self._held[order_id] = r
+                self._take_locked(r, 1)
             return True
 
+    def lease_has_pods(self, lease_id: str) -> bool:
+        with self._lock:
+            return lease_id in self._snapshot.leases_with_pods
+
     def expire(self) -> list[str]:
+        """Drop unanswered holds whose height has passed; returns their order ids."""
         with self._lock:
             return self._expire_locked()
 
@@ -268,6 +291,10 @@ class Reservations:
         with self._lock:
             return tuple(self._held.values())
 
+    def count(self) -> int:
+        with self._lock:
+            return len(self._held)
+
 
 def _sum_persistent(demands: tuple[UnitDemand, ...]) -> tuple[tuple[str, int], ...]:
     acc: dict[str, int] = {}
@@ -277,10 +304,98 @@ def _sum_persistent(demands: tuple[UnitDemand, ...]) -> tuple[tuple[str, int], .
     return tuple(sorted(acc.items()))
 
 
+def _fits_times(need: Resources, free: Resources) -> int:
+    """How many replicas of ``need`` fit in ``free`` (a large number when nothing is needed)."""
+    most = 1 << 62
+    for n, f in (
+        (need.gpus, free.gpus),
+        (need.cpu_millis, free.cpu_millis),
+        (need.memory_bytes, free.memory_bytes),
+        (need.ephemeral_bytes, free.ephemeral_bytes),
+    ):
+        if n > 0:
+            most = min(most, f // n)
+            if most <= 0:
+                return 0
+    return most
+
+
+_ALL = ("", "", "")  # the index over every node (cpu-only replicas)
+_Entry = tuple[int, int, int, str]  # (free cpu, free memory, free ephemeral, node name): best fit first
+
+
+class _FreeIndex:
+    """Free capacity per node, indexed by GPU kind and free GPUs, each bucket sorted by (cpu, memory,
+    ephemeral, name): the tightest node that fits is found without a scan over all nodes."""
+
+    def __init__(self, snapshot: _Snapshot, free: Mapping[str, Resources]) -> None:
+        self.free: dict[str, Resources] = dict(free)
+        self.kind: dict[str, tuple[str, str, str]] = {}
+        for kind, names in snapshot.by_gpu.items():
+            for name in names:
+                self.kind[name] = kind
+        self.levels: dict[tuple[str, str, str], dict[int, list[_Entry]]] = {}
+        for name, res in self.free.items():
+            for kind in self._kinds(name):
+                self.levels.setdefault(kind, {}).setdefault(res.gpus, []).append(_entry(name, res))
+        for by_level in self.levels.values():
+            for bucket in by_level.values():
+                bucket.sort()
+
+    def _kinds(self, name: str) -> tuple[tuple[str, str, str], ...]:
+        kind = self.kind.get(name)
+        return (_ALL, kind) if kind is not None else (_ALL,)
+
+    def set(self, name: str, res: Resources) -> None:
+        old = self.free[name]
+        self.free[name] = res
+        for kind in self._kinds(name):
+            by_level = self.levels[kind]
+            bucket = by_level[old.gpus]
+            entry = _entry(name, old)
+            i = bisect.bisect_left(bucket, entry)
+            if i < len(bucket) and bucket[i] == entry:
+                del bucket[i]
+            bisect.insort(by_level.setdefault(res.gpus, []), _entry(name, res))
+
+    def kinds_for(self, demand: UnitDemand) -> list[tuple[str, str, str]]:
+        if not demand.per_replica.gpus:
+            return [_ALL]
+        return [k for k in self.levels if k != _ALL and any(o.matches(*k) for o in demand.gpu_options)]
+
+    def candidates(self, kinds: list[tuple[str, str, str]], need: Resources) -> Iterator[str]:
+        """Node names in best-fit order (fewest GPUs left, then cpu, memory): only buckets with enough
+        free GPUs, each entered past the nodes with too little cpu."""
+        levels = sorted({lvl for k in kinds for lvl in self.levels.get(k, {}) if lvl >= need.gpus})
+        floor = (need.cpu_millis, -1, -1, "")
+        for level in levels:
+            runs = []
+            for k in kinds:
+                bucket = self.levels.get(k, {}).get(level)
+                if bucket:
+                    runs.append(itertools.islice(bucket, bisect.bisect_left(bucket, floor), None))
+            for entry in heapq.merge(*runs) if len(runs) > 1 else (runs[0] if runs else ()):
+                yield entry[3]
+
+
+def _entry(name: str, res: Resources) -> _Entry:
+    return (res.cpu_millis, res.memory_bytes, res.ephemeral_bytes, name)
+
+
+def _eligible(demand: UnitDemand, snapshot: _Snapshot) -> tuple[str, ...]:
+    if not demand.per_replica.gpus:
+        return tuple(snapshot.free)
+    names: set[str] = set()
+    for (model, ram, interface), nodes in snapshot.by_gpu.items():
+        if any(o.matches(model, ram, interface) for o in demand.gpu_options):
+            names.update(nodes)
+    return tuple(sorted(names))
+
+
 def _fit(
-    order_id: str, demands: tuple[UnitDemand, ...], inventory: Inventory, free: dict[str, Resources]
+    order_id: str, demands: tuple[UnitDemand, ...], snapshot: _Snapshot, index: _FreeIndex
 ) -> tuple[Placement, ...] | NoFit:
-    nodes = {n.name: n for n in inventory.nodes}
+    free: dict[str, Resources] = {}  # only the nodes this order touches are copied
     placements: list[Placement] = []
     # Biggest replicas first: GPUs, then cpu, so large units are not starved by small ones.
     ordered = sorted(
@@ -293,47 +408,42 @@ def _fit(
                 "too_many_volumes",
                 f"unit {demand.unit_id} asks for {demand.volumes} volumes; at most {MAX_VOLUMES_PER_UNIT}",
             )
+        if demand.count <= 0:
+            continue
         need = demand.per_replica
-        if need.gpus:  # all GPUs of a replica on one node of an accepted model
-            eligible = [
-                n
-                for n, node in nodes.items()
-                if not node.unsellable and any(o.accepts(node) for o in demand.gpu_options)
-            ]
-        else:
-            eligible = list(nodes)
-        model_seen = bool(eligible)
-        for _ in range(demand.count):
-            candidates = []
-            for name in eligible:
-                if need.fits_in(free[name]):
-                    left = free[name] - need
-                    candidates.append(((left.gpus, left.cpu_millis, left.memory_bytes, name), name))
-            if not candidates:
-                if need.gpus and not model_seen:
-                    wanted = ", ".join(_describe(o) for o in demand.gpu_options) or "an NVIDIA GPU"
-                    return NoFit(order_id, "gpu_model_unavailable", f"no sellable node has {wanted}")
-                return NoFit(order_id, *_shortage(need, demand, nodes, free))
-            _, best = min(candidates)
-            free[best] = free[best] - need
-            placements.append(Placement(best, demand.unit_id, need))
+        kinds = index.kinds_for(demand)
+        if need.gpus and not kinds:
+            wanted = ", ".join(o.describe() for o in demand.gpu_options) or "an NVIDIA GPU"
+            return NoFit(order_id, "gpu_model_unavailable", f"no sellable node has {wanted}")
+        left_to_place = demand.count
+        for name in index.candidates(kinds, need):  # tightest node first, as many replicas as fit there
+            f = free[name] if name in free else index.free[name]
+            take = min(_fits_times(need, f), left_to_place)
+            if not take:
+                continue
+            free[name] = f - need.scaled(take)
+            node = snapshot.nodes.get(name)
+            gpu = (node.model, node.ram_class, node.interface) if need.gpus and node is not None else ("", "", "")
+            placements.append(Placement(name, demand.unit_id, need, take, gpu))
+            left_to_place -= take
+            if not left_to_place:
+                break
+        if left_to_place:
+            eligible = _eligible(demand, snapshot)
+            pool = {n: free[n] if n in free else index.free[n] for n in eligible}
+            return NoFit(order_id, *_shortage(need, demand, eligible, pool))
     return tuple(placements)
 
 
-def _describe(req: GpuRequirement) -> str:
-    text = "any NVIDIA GPU" if req.model == "*" else req.model
-    if req.ram:
-        text += f" {req.ram}"
-    if req.interface:
-        text += f" {req.interface}"
-    return text
-
-
 def _shortage(
-    need: Resources, demand: UnitDemand, nodes: Mapping[str, NodeInventory], free: Mapping[str, Resources]
+    need: Resources, demand: UnitDemand, pool: tuple[str, ...], free: Mapping[str, Resources]
 ) -> tuple[str, str]:
-    pool = [n for n in nodes if not need.gpus or any(opt.accepts(nodes[n]) for opt in demand.gpu_options)]
     best = max((free[n] for n in pool), key=lambda r: (r.gpus, r.cpu_millis), default=Resources())
+    if demand.count > 1 and any(_fits_times(need, free[n]) for n in pool):
+        return (
+            "insufficient_gpu" if need.gpus else "insufficient_cpu",
+            f"unit {demand.unit_id}: {demand.count} replicas do not all fit; fewer replicas would",
+        )
     if need.gpus > max((free[n].gpus for n in pool), default=0):
         return (
             "insufficient_gpu",

@@ -3,36 +3,29 @@ benchmarks, market tests). Implements the same port as the cluster inventory."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from provider.domain import NodeGpuFacts, NodeView, PodView, Resources
-from provider.errors import ConfigError
 from provider.inventory.cluster import Inventory, compute
 from provider.inventory.reservations import Reservations
+
+if TYPE_CHECKING:
+    from provider.config import StaticNode
 
 GIB = 1024**3
 
 
-def nodes_from_config(raw: Iterable[Mapping[str, Any]]) -> list[NodeView]:
-    """[{name, model, ram, interface, gpus, cpu, memory_gib, count}] -> NodeViews (``count`` copies)."""
+def nodes_from_config(raw: Iterable[StaticNode]) -> list[NodeView]:
+    """Validated static nodes (``count`` copies of each) -> NodeViews."""
     out: list[NodeView] = []
-    for i, item in enumerate(raw):
-        try:
-            name = str(item["name"])
-            copies = int(item.get("count", 1))
-            gpus = int(item.get("gpus", 0))
-            cpu = int(item.get("cpu", 64))
-            mem = int(item.get("memory_gib", 512))
-            model = str(item.get("model", ""))
-        except (KeyError, TypeError, ValueError) as e:
-            raise ConfigError(f"inventory.static[{i}]: {e!r}; write {{name, model, gpus, cpu, memory_gib}}") from None
-        for c in range(copies):
+    for item in raw:
+        for c in range(item.count):
             out.append(
                 NodeView(
-                    f"{name}-{c}" if copies > 1 else name,
-                    Resources(cpu * 1000, mem * GIB, 2000 * GIB, gpus),
-                    NodeGpuFacts(model, str(item.get("ram", "")), str(item.get("interface", "")), physical_gpus=gpus),
+                    f"{item.name}-{c}" if item.count > 1 else item.name,
+                    Resources(item.cpu * 1000, item.memory_gib * GIB, 2000 * GIB, item.gpus),
+                    NodeGpuFacts(item.model, item.ram, item.interface, physical_gpus=item.gpus),
                 )
             )
     return out

@@ -15,11 +15,21 @@ from kubernetes import client, config
 
 from provider.devcluster import DevCluster, DevClusterError
 
+OPT_IN = "GPU_PROVIDER_TESTS_USE_KUBECONFIG"  # =1: run against the cluster KUBECONFIG names (it must be disposable)
+
 
 @pytest.fixture(scope="session")
 def kubeconfig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     named = os.environ.get("KUBECONFIG")
     if named:
+        # these tests create and delete Nodes: never against a cluster this session did not create
+        if os.environ.get(OPT_IN) != "1":
+            pytest.fail(
+                f"KUBECONFIG={named} names a cluster this test session did not create, and the cluster tests "
+                f"create and delete Nodes in it. Unset KUBECONFIG to use a fresh dev cluster, or set {OPT_IN}=1 "
+                "if that cluster is disposable.",
+                pytrace=False,
+            )
         yield Path(named)
         return
     cluster = DevCluster(tmp_path_factory.mktemp("devcluster") / "state")

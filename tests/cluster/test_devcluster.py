@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 import subprocess
 import time
 from collections.abc import Callable
@@ -190,6 +191,13 @@ def test_down_leaves_no_process_and_no_state(tmp_path: Path) -> None:
     assert state is not None
     pids = list(state.pids.values())
     assert len(pids) == 5 and all(_alive(p) for p in pids)
+    # private keys and kubeconfigs are the owner's only, in directories only the owner can enter
+    for d in (cluster.dir, cluster.pki):
+        assert stat.S_IMODE(d.stat().st_mode) == 0o700, d
+    secrets = [*cluster.pki.glob("*.key"), *cluster.dir.glob("*.kubeconfig")]
+    assert {p.name for p in secrets} >= {"ca.key", "sa.key", "apiserver.key", "admin.key", "admin.kubeconfig"}
+    for secret in secrets:
+        assert stat.S_IMODE(secret.stat().st_mode) == 0o600, secret
     assert cluster.up(pool="cpu:1", timeout=60) == cluster.kubeconfig  # up twice is safe
     assert cluster._load() == state
     cluster.down()

@@ -11,11 +11,11 @@ import pytest
 from kubernetes import client
 
 from provider.devcluster import NodePlan, parse_pool
-from provider.domain import Resources
+from provider.domain import GpuRequirement, Resources, UnitDemand
 from provider.inventory.agent import ANNOTATION, Agent
 from provider.inventory.cluster import compute
 from provider.inventory.nvml import Probe
-from provider.inventory.reservations import GpuRequirement, NoFit, Reservations, UnitDemand
+from provider.inventory.reservations import NoFit, Reservations
 from provider.inventory.service import ClusterInventory
 from provider.kube import Kube
 from tests.unit.fake_nvml import H100, FakeNvml

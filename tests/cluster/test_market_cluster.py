@@ -36,8 +36,8 @@ def test_engine_bids_from_the_cluster_inventory(kubeconfig: Path, chain_proc: Ch
         async with running(engine):
             info = await prov.provider(prov.key.address)
             assert info is not None
-            assert info["attributes"]["capabilities/gpu/vendor/nvidia/model/h100"] == "true"
-            assert info["attributes"]["capabilities/gpu/vendor/nvidia/model/a100/ram/80Gi/interface/sxm"] == "true"
+            assert info.attributes["capabilities/gpu/vendor/nvidia/model/h100"] == "true"
+            assert info.attributes["capabilities/gpu/vendor/nvidia/model/a100/ram/80Gi/interface/sxm"] == "true"
             await tenant.submit("deployment.create", deployment_msg(1, 5_000_000, gpus=1))  # one H100
             await tenant.submit("deployment.create", deployment_msg(2, 5_000_000, gpus=9))  # no node has 9
             await wait_until(lambda: tenant.bids(owner=tenant.key.address, dseq=1))  # type: ignore[union-attr]

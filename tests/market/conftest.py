@@ -13,7 +13,6 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from decimal import Decimal
 from pathlib import Path
 
 import httpx
@@ -24,9 +23,11 @@ from provider.bidding.pricing import LinearPricing
 from provider.chain.client import ChainClient
 from provider.chain.keys import Key
 from provider.chain.types import Coin
+from provider.config import StaticNode
 from provider.inventory.reservations import Reservations
 from provider.inventory.static import StaticInventory, nodes_from_config
 from provider.metrics import BidMetrics
+from provider.money import Dec
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -113,12 +114,12 @@ def run(coro: object) -> object:
 
 async def funded(url: str, key: Key, uakt: int = 100_000_000, uact: int = 100_000_000) -> ChainClient:
     client = ChainClient(url, key)
-    await client.fund(key.address, "uakt", Decimal(uakt))
-    await client.fund(key.address, "uact", Decimal(uact))
+    await client.fund(key.address, "uakt", Dec.parse(uakt))
+    await client.fund(key.address, "uact", Dec.parse(uact))
     return client
 
 
-BID_DEPOSIT = Coin("uakt", Decimal(500_000))  # the mock chain's minimum
+BID_DEPOSIT = Coin("uakt", Dec.parse(500_000))  # the mock chain's minimum
 
 H100_POOL = [
     {
@@ -142,10 +143,14 @@ def make_engine(
     storage_tib: int = 10,
     **config: object,
 ) -> BidEngine:
-    inventory = StaticInventory(
-        nodes_from_config(pool or H100_POOL), Reservations({"beta3": storage_tib * 1024**4}, 3600)
-    )
     cfg = EngineConfig(
         state_dir=state_dir, attributes={"host": "gpu-provider", "region": "us-west"}, feed_wait=0.5, **config
     )  # type: ignore[arg-type]
-    return BidEngine(chain, inventory, pricing or LinearPricing(), cfg, BidMetrics(CollectorRegistry()))
+    engine: BidEngine | None = None
+    reservations = Reservations(
+        {"beta3": storage_tib * 1024**4}, cfg.hold_blocks, height=lambda: engine.height if engine else 0
+    )
+    nodes = nodes_from_config([StaticNode.model_validate(n) for n in pool or H100_POOL])
+    inventory = StaticInventory(nodes, reservations)
+    engine = BidEngine(chain, inventory, pricing or LinearPricing(), cfg, BidMetrics(CollectorRegistry()))
+    return engine

@@ -4,13 +4,11 @@ reservation and no missed order."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import subprocess
 import sys
 import time
-from decimal import Decimal
 from pathlib import Path
 
 import httpx
@@ -20,6 +18,7 @@ import sdl
 from provider.chain.client import ChainClient
 from provider.chain.keys import Key, Keyring
 from provider.chain.types import Coin
+from provider.money import ZERO, Dec
 from tests.conftest import REPO
 from tests.market.conftest import (
     BID_DEPOSIT,
@@ -61,31 +60,41 @@ def test_order_bid_lease_close_with_exact_escrow(chain_proc: ChainProcess, tmp_p
             bids = await wait_until(lambda: tenant.bids(owner=tenant.key.address, dseq=77, state="open"))  # type: ignore[union-attr]
             (bid,) = bids  # type: ignore[misc]
             price = bid.price.amount
-            assert bid.price.denom == "uact" and 0 < price <= EXAMPLE.groups[0].max_price().amount
+            assert bid.price.denom == "uact" and price > ZERO
+            assert price.to_decimal() <= EXAMPLE.groups[0].max_price().amount
             await tenant.submit("lease.create", {"bid": {**bid.id.order.to_json(), "provider": bid.id.provider}})
-            await asyncio.sleep(1.0)  # a few blocks of payments
-            await prov_client.submit(
-                "lease.withdraw", {"lease": {**bid.id.order.to_json(), "provider": bid.id.provider}}
-            )
-            await asyncio.sleep(0.6)
+            (active,) = await tenant.leases(owner=tenant.key.address, dseq=77)  # type: ignore[union-attr]
+            await _blocks_after(tenant, active.created_height + 2)  # a few blocks of payments
+            withdrawn = await prov_client.withdraw_lease(bid.id)
+            assert withdrawn.denom == "uact" and withdrawn.amount > ZERO
+            await _blocks_after(tenant, (await tenant.status()).height + 1)
             await tenant.submit("deployment.close", {"dseq": 77})
             (lease,) = await tenant.lease_rows(owner=tenant.key.address, dseq=77)
             blocks = lease["closed_height"] - lease["created_height"]
             assert blocks >= 3 and lease["state"] == "closed" and lease["closed_reason"] == "owner"
-            paid = price * blocks
-            assert Decimal(lease["withdrawn"]) == paid and Decimal(lease["unsettled"]) == 0
-            tenant_balance = Decimal((await tenant.account(tenant.key.address))["balances"]["uact"])  # type: ignore[union-attr]
+            paid = price.times(blocks)
+            assert Dec.parse(lease["withdrawn"]) == paid and Dec.parse(lease["unsettled"]) == ZERO
+            tenant_balance = Dec.parse((await tenant.account(tenant.key.address))["balances"]["uact"])  # type: ignore[union-attr]
             provider_balances = (await prov_client.account(prov_client.key.address))["balances"]  # type: ignore[union-attr]
-            assert tenant_balance == Decimal(100_000_000) - paid  # escrow refunded, exactly what was paid is gone
-            assert Decimal(provider_balances["uact"]) == Decimal(100_000_000) + paid
-            assert Decimal(provider_balances["uakt"]) == Decimal(100_000_000)  # bid deposit returned
-            dep = await tenant.deployment(tenant.key.address, 77)
-            assert dep["state"] == "closed" and Decimal(dep["escrow"]["amount"]) == 0
+            assert tenant_balance == Dec.parse(100_000_000) - paid  # escrow refunded, exactly what was paid is gone
+            assert Dec.parse(provider_balances["uact"]) == Dec.parse(100_000_000) + paid
+            assert Dec.parse(provider_balances["uakt"]) == Dec.parse(100_000_000)  # bid deposit returned
+            dep = await tenant.account_deployment(tenant.key.address, 77)
+            assert dep["state"] == "closed" and Dec.parse(dep["escrow"]["amount"]) == ZERO
             await wait_until(lambda: _released(engine))
         for c in (tenant, prov_client):
             await c.aclose()
 
     run(go())
+
+
+async def _blocks_after(chain: ChainClient, height: int) -> None:
+    """Wait for the chain to pass ``height`` (blocks, not wall-clock time)."""
+
+    async def passed() -> bool:
+        return (await chain.status()).height > height
+
+    await wait_until(passed, timeout=60)
 
 
 async def _released(engine: object) -> bool:
@@ -99,13 +108,13 @@ def test_escrow_running_out_closes_the_lease(chain_proc: ChainProcess, tmp_path:
         await prov.submit("provider.create", {"attributes": {}, "host_uri": "https://p.example"})
         await tenant.submit("deployment.create", deployment_msg(5, 500_000))
         order = (await tenant.orders(owner=tenant.key.address))[0]  # type: ignore[union-attr]
-        await prov.create_bid(order.id, Coin("uact", Decimal(10000)), BID_DEPOSIT)
+        await prov.create_bid(order.id, Coin("uact", Dec.parse(10000)), BID_DEPOSIT)
         await tenant.submit("lease.create", {"bid": {**order.id.to_json(), "provider": prov.key.address}})  # type: ignore[union-attr]
         rows = await wait_until(lambda: tenant.lease_rows(owner=tenant.key.address, state="closed"), timeout=40)  # type: ignore[union-attr]
         (lease,) = rows  # type: ignore[misc]
         assert lease["closed_reason"] == "insufficient_funds"
-        assert Decimal(lease["withdrawn"]) == Decimal(500_000)  # every unit of escrow went to the provider
-        dep = await tenant.deployment(tenant.key.address, 5)  # type: ignore[union-attr]
+        assert Dec.parse(lease["withdrawn"]) == Dec.parse(500_000)  # every unit of escrow went to the provider
+        dep = await tenant.account_deployment(tenant.key.address, 5)  # type: ignore[union-attr]
         assert dep["state"] == "closed"
         for c in (tenant, prov):
             await c.aclose()
@@ -157,7 +166,7 @@ def test_order_timeout_closes_the_order_and_releases_the_hold(tmp_path: Path) ->
             (bid,) = await tenant.bids(owner=tenant.key.address, dseq=1)  # type: ignore[union-attr]
             assert bid.state == "closed"
             balances = (await prov.account(prov.key.address))["balances"]  # type: ignore[union-attr]
-            assert Decimal(balances["uakt"]) == Decimal(100_000_000)  # deposit back
+            assert Dec.parse(balances["uakt"]) == Dec.parse(100_000_000)  # deposit back
         for c in (tenant, prov):
             await c.aclose()
 
@@ -252,7 +261,7 @@ def test_kill9_of_either_side_loses_nothing_and_never_bids_twice(chain_proc: Cha
 
 
 def test_malformed_events_are_skipped_not_fatal(chain_proc: ChainProcess, tmp_path: Path) -> None:
-    from provider.chain.types import Event
+    from provider.chain.types import Event, FeedPage
 
     async def go() -> None:
         tenant = await funded(chain_proc.url, Key.generate("tenant"))
@@ -270,11 +279,11 @@ def test_malformed_events_are_skipped_not_fatal(chain_proc: ChainProcess, tmp_pa
             Event(1, 2, "lease_created", {"lease": {}}),
         ]
 
-        async def events_with_junk(after: str = "", limit: int = 500, wait: float = 0) -> tuple[list[Event], str]:
+        async def events_with_junk(after: str = "", limit: int = 500, wait: float = 0) -> FeedPage:
             if junk:
-                batch = list(junk)
+                batch = tuple(junk)
                 junk.clear()
-                return batch, after
+                return FeedPage(batch, after, (await prov.status()).height)
             return await real_events(after=after, limit=limit, wait=wait)
 
         prov.events = events_with_junk  # type: ignore[method-assign]
@@ -282,6 +291,8 @@ def test_malformed_events_are_skipped_not_fatal(chain_proc: ChainProcess, tmp_pa
             await tenant.submit("deployment.create", deployment_msg(1, 5_000_000))
             await wait_until(lambda: tenant.bids(owner=tenant.key.address, dseq=1))  # type: ignore[union-attr]
             assert not junk and not task.done()  # the junk was read, and the engine is still running
+            failed = engine.metrics.events_failed.labels(reason="malformed")._value.get()
+            assert failed == 2  # the unreadable ids were counted, not only logged
         for c in (tenant, prov):
             await c.aclose()
 
@@ -293,8 +304,13 @@ def test_provider_started_before_the_chain_waits_for_it(tmp_path: Path) -> None:
     pkey = Keyring(tmp_path / "keyring.json").add("provider")
     provider = start_provider(tmp_path, cp.url)  # nothing listens there yet
     try:
-        time.sleep(3)
-        assert provider.poll() is None, "the daemon must keep waiting for its chain, not exit"
+        log = tmp_path / "provider.log"
+        deadline = time.monotonic() + 60
+        while "cannot start bidding yet" not in (log.read_text() if log.exists() else ""):
+            assert provider.poll() is None, "the daemon must keep waiting for its chain, not exit"
+            assert time.monotonic() < deadline, "the daemon never said it is waiting for its chain"
+            time.sleep(0.1)
+        assert provider.poll() is None
         cp.start()
 
         async def go() -> None:

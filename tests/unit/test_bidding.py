@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import stat
 import textwrap
-from decimal import Decimal
+from dataclasses import replace
+from fractions import Fraction
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,7 @@ import pytest
 import sdl
 from provider.bidding.policy import GpuOffer, ProviderProfile, decide
 from provider.bidding.pricing import BLOCKS_PER_MONTH, LinearPricing, NoPrice, Quote, ScriptPricing
+from provider.money import ZERO, Dec
 
 SDL = textwrap.dedent(
     """\
@@ -67,10 +70,11 @@ def test_bids_when_everything_matches() -> None:
 )
 def test_each_filter(change: object, reason: str | None) -> None:
     text = change(SDL)  # type: ignore[operator]
-    try:
-        g = group(text)
-    except sdl.SdlError:
-        return  # invalid for the network already (e.g. unknown storage class): never an order
+    if reason is None:  # invalid for the network already (an unknown storage class): never an order
+        with pytest.raises(sdl.SdlError, match="class"):
+            group(text)
+        return
+    g = group(text)
     decision = decide("gp1tenant", g, PROFILE)
     assert not decision.bid and decision.reason == reason and decision.detail
 
@@ -120,53 +124,63 @@ def test_signed_by_all_of_and_any_of() -> None:
 
 def test_linear_price_converts_monthly_usd_to_per_block() -> None:
     pricing = LinearPricing(
-        cpu_core=Decimal(2),
-        memory_gib=Decimal(1),
-        ephemeral_gib=Decimal("0.1"),
-        endpoint=Decimal(0),
-        gpu={"h100": Decimal(1000)},
+        cpu_core=Dec.parse(2),
+        memory_gib=Dec.parse(1),
+        ephemeral_gib=Dec.parse("0.1"),
+        endpoint=Dec.parse(0),
+        gpu={"h100": Dec.parse(1000)},
     )
     g = group()
-    monthly = Decimal(4 * 2 + 16 * 1) + Decimal("0.1") * 10 + 2 * 1000
+    monthly = Fraction(4 * 2 + 16 * 1) + Fraction(1, 10) * 10 + 2 * 1000  # USD per month
     quote = pricing.quote(g, {1: ("h100", "80Gi", "sxm")})
     assert isinstance(quote, Quote) and quote.denom == "uact"
-    expected = (monthly / BLOCKS_PER_MONTH / Decimal("0.000001")).quantize(
-        Decimal("0.000001"), rounding="ROUND_CEILING"
-    )
-    assert quote.amount == expected
+    per_block = monthly / BLOCKS_PER_MONTH / Fraction(1, 10**6)  # uact per block, exactly
+    micro = math.ceil(per_block * 10**6)  # rounded up once, to 6 decimals
+    assert quote.amount == Dec.parse(f"{micro // 10**6}.{micro % 10**6:06d}")
+
+
+def test_a_price_on_the_6_decimal_grid_is_not_rounded_up_twice() -> None:
+    # 429909 USD/month at 1 uact = 1 USD is exactly 1 uact per block: no rounding may move it
+    pricing = LinearPricing(
+        cpu_core=Dec.parse(429909), memory_gib=ZERO, ephemeral_gib=ZERO, endpoint=ZERO, gpu={"h100": ZERO},
+        usd_per_denom={"uact": Dec.parse(1)},
+    )  # fmt: skip
+    one_cpu = group().resources[0]
+    g = replace(group(), resources=(replace(one_cpu, resources=replace(one_cpu.resources, cpu_millis=1000)),))
+    assert pricing.quote(g, {}) == Quote(Dec.parse(1), "uact")
 
 
 def test_gpu_price_lookup_falls_back_model_ram_interface() -> None:
-    p = LinearPricing(gpu={"a100": Decimal(900), "a100.80Gi": Decimal(1000), "a100.80Gi.pcie": Decimal(950)})
-    assert p.gpu_price("a100", "80Gi", "pcie") == 950
-    assert p.gpu_price("a100", "80Gi", "sxm") == 1000
-    assert p.gpu_price("a100", "40Gi", "sxm") == 900
-    assert p.gpu_price("b200", "180Gi", "sxm") == 1000  # unknown: the most expensive known
+    p = LinearPricing(gpu={"a100": Dec.parse(900), "a100.80Gi": Dec.parse(1000), "a100.80Gi.pcie": Dec.parse(950)})
+    assert p.gpu_price("a100", "80Gi", "pcie") == Dec.parse(950)
+    assert p.gpu_price("a100", "80Gi", "sxm") == Dec.parse(1000)
+    assert p.gpu_price("a100", "40Gi", "sxm") == Dec.parse(900)
+    assert p.gpu_price("b200", "180Gi", "sxm") == Dec.parse(1000)  # unknown: the most expensive known
 
 
 def test_never_above_max_never_zero_never_unknown_denom() -> None:
     g = group()
-    expensive = LinearPricing(gpu={"h100": Decimal(10**9)})
+    expensive = LinearPricing(gpu={"h100": Dec.parse(10**9)})
     assert isinstance(expensive.quote(g, {}), NoPrice) and expensive.quote(g, {}).reason == "price_above_max"  # type: ignore[union-attr]
     free = LinearPricing(
-        cpu_core=Decimal(0),
-        memory_gib=Decimal(0),
-        ephemeral_gib=Decimal(0),
-        endpoint=Decimal(0),
-        gpu={"h100": Decimal(0)},
+        cpu_core=Dec.parse(0),
+        memory_gib=Dec.parse(0),
+        ephemeral_gib=Dec.parse(0),
+        endpoint=Dec.parse(0),
+        gpu={"h100": Dec.parse(0)},
     )
     assert free.quote(g, {}).reason == "price_zero"  # type: ignore[union-attr]
     no_rate = LinearPricing(usd_per_denom={})
     assert no_rate.quote(g, {}).reason == "denom_not_priced"  # type: ignore[union-attr]
     per_block = LinearPricing(
         per_block=True,
-        cpu_core=Decimal(1),
-        memory_gib=Decimal(0),
-        ephemeral_gib=Decimal(0),
-        endpoint=Decimal(0),
-        gpu={"h100": Decimal(10)},
+        cpu_core=Dec.parse(1),
+        memory_gib=Dec.parse(0),
+        ephemeral_gib=Dec.parse(0),
+        endpoint=Dec.parse(0),
+        gpu={"h100": Dec.parse(10)},
     )
-    assert per_block.quote(g, {}) == Quote(Decimal(24), "uact")
+    assert per_block.quote(g, {}) == Quote(Dec.parse(24), "uact")
 
 
 def script(tmp_path: Path, body: str) -> str:
@@ -179,8 +193,8 @@ def script(tmp_path: Path, body: str) -> str:
 def test_script_pricing_gets_akash_json_and_its_answer_is_checked(tmp_path: Path) -> None:
     out = tmp_path / "stdin.json"
     path = script(tmp_path, f'cat > {out}\necho "$AKASH_DENOM" > {tmp_path}/denom\necho 1234.5\n')
-    quote = asyncio.run(ScriptPricing(path).quote(group(), {1: ("h100", "80Gi", "sxm")}, owner="gp1t"))
-    assert quote == Quote(Decimal("1234.5"), "uact")
+    quote = asyncio.run(ScriptPricing(path).price(group(), {1: ("h100", "80Gi", "sxm")}, owner="gp1t"))
+    assert quote == Quote(Dec.parse("1234.5"), "uact")
     sent = json.loads(out.read_text())
     assert sent["resources"][0]["gpu"] == {
         "units": 2,
@@ -201,7 +215,7 @@ def test_script_pricing_gets_akash_json_and_its_answer_is_checked(tmp_path: Path
     ],
 )
 def test_script_failures_mean_no_bid(tmp_path: Path, body: str, reason: str) -> None:
-    quote = asyncio.run(ScriptPricing(script(tmp_path, body), timeout=0.5).quote(group(), {}))
+    quote = asyncio.run(ScriptPricing(script(tmp_path, body), timeout=0.5).price(group(), {}))
     assert isinstance(quote, NoPrice) and quote.reason == reason
 
 
@@ -211,7 +225,7 @@ def test_script_concurrency_is_limited(tmp_path: Path) -> None:
     pricing = ScriptPricing(script(tmp_path, body), concurrency=2)
 
     async def go() -> list[object]:
-        return list(await asyncio.gather(*(pricing.quote(group(), {}) for _ in range(6))))
+        return list(await asyncio.gather(*(pricing.price(group(), {}) for _ in range(6))))
 
     results = asyncio.run(go())
     assert all(isinstance(r, Quote) for r in results)

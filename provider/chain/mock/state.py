@@ -2,30 +2,38 @@
 escrow, orders, bids, leases, per-block payments, withdrawals, timeouts and an event log.
 
 State lives in SQLite (WAL): every transaction and every block is one SQL transaction, so a kill -9 at
-any moment leaves the last committed state, which survives a restart. Amounts are exact decimals.
+any moment leaves the last committed state, which survives a restart. Amounts are exact fixed-point
+decimals with 18 places (provider.money.Dec, like Cosmos DecCoin). A database gets a random genesis id
+when it is created, so a reset chain is never mistaken for the one a client followed before.
 """
 
 from __future__ import annotations
 
 import json
+import re
+import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from provider.chain.keys import SignatureError, verify_tx
+from provider.money import ZERO, Dec, MoneyError
+from sdl import group_limit_problems
 from sdl.spec import group_from_json
 
 DENOMS = ("uakt", "uact")
 MAX_BIDS_PER_ORDER = 20
+MAX_GROUPS_PER_DEPLOYMENT = 20
+_PAGE_NUMBER = re.compile(r"^[0-9]{1,18}$")
+_REASON = re.compile(r"^[a-z0-9_-]{1,64}$")
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS accounts (address TEXT PRIMARY KEY, sequence INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS accounts (address TEXT PRIMARY KEY, sequence INTEGER NOT NULL DEFAULT 0, pubkey TEXT NOT NULL DEFAULT '');
 CREATE TABLE IF NOT EXISTS balances (address TEXT, denom TEXT, amount TEXT NOT NULL, PRIMARY KEY (address, denom));
 CREATE TABLE IF NOT EXISTS providers (address TEXT PRIMARY KEY, host_uri TEXT NOT NULL, attributes TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS audits (provider TEXT, auditor TEXT, attributes TEXT NOT NULL, PRIMARY KEY (provider, auditor));
@@ -80,22 +88,19 @@ class ChainParams:
     chain_id: str = "gpu-provider-mock-1"
     bid_timeout_blocks: int = 50  # ~5 min at 6 s blocks, like the provider's --bid-timeout
     order_timeout_blocks: int = 0  # 0: orders stay open until matched or closed
-    min_bid_deposit: Decimal = Decimal(500_000)
-    min_deployment_deposit: Decimal = Decimal(500_000)
+    min_bid_deposit: Dec = field(default_factory=lambda: Dec.parse(500_000))
+    min_deployment_deposit: Dec = field(default_factory=lambda: Dec.parse(500_000))
     faucet: bool = True
 
 
-def _dec(value: Any, what: str) -> Decimal:
+def _dec(value: Any, what: str) -> Dec:
     try:
-        d = Decimal(str(value))
-    except (InvalidOperation, ValueError) as e:
-        raise TxError("invalid_amount", f"{what}: {value!r} is not a decimal amount") from e
-    if not d.is_finite():
-        raise TxError("invalid_amount", f"{what}: {value!r} is not a finite amount")
-    return d
+        return Dec.parse(value)
+    except MoneyError as e:
+        raise TxError("invalid_amount", f"{what}: {e}") from None
 
 
-def _coin(raw: Any, what: str) -> tuple[str, Decimal]:
+def _coin(raw: Any, what: str) -> tuple[str, Dec]:
     if not isinstance(raw, dict) or "denom" not in raw or "amount" not in raw:
         raise TxError("invalid_coin", f"{what} must be {{denom, amount}}")
     denom = str(raw["denom"])
@@ -137,9 +142,26 @@ class Chain:
         self.db.executescript(SCHEMA)
         with self._tx():
             self.db.execute(
-                "INSERT OR IGNORE INTO meta VALUES ('height', '1'), ('chain_id', ?)", (self.params.chain_id,)
+                "INSERT OR IGNORE INTO meta VALUES ('height', '1'), ('chain_id', ?), ('genesis', ?)",
+                (self.params.chain_id, secrets.token_hex(16)),
             )
-        self._event_index = 0
+        self.genesis = str(self.db.execute("SELECT value FROM meta WHERE key='genesis'").fetchone()[0])
+        self._listeners: list[Callable[[], None]] = []
+        self._handlers: dict[str, Callable[[str, dict[str, Any]], dict[str, Any] | None]] = {
+            "provider.create": self._tx_provider_create,
+            "audit.sign": self._tx_audit_sign,
+            "deployment.create": self._tx_deployment_create,
+            "deployment.close": self._tx_deployment_close,
+            "bid.create": self._tx_bid_create,
+            "bid.close": self._tx_bid_close,
+            "lease.create": self._tx_lease_create,
+            "lease.close": self._tx_lease_close,
+            "lease.withdraw": self._tx_lease_withdraw,
+        }
+
+    def add_listener(self, callback: Callable[[], None]) -> None:
+        """``callback`` runs (on the committing thread) after every commit that may have added events."""
+        self._listeners.append(callback)
 
     # -- plumbing --------------------------------------------------------------------------------
     @contextmanager
@@ -162,13 +184,13 @@ class Chain:
         idx = self.db.execute("SELECT COALESCE(MAX(idx), -1) + 1 FROM events WHERE height=?", (h,)).fetchone()[0]
         self.db.execute("INSERT INTO events VALUES (?, ?, ?, ?)", (h, idx, type_, json.dumps(data, sort_keys=True)))
 
-    def _balance(self, address: str, denom: str) -> Decimal:
+    def _balance(self, address: str, denom: str) -> Dec:
         row = self.db.execute("SELECT amount FROM balances WHERE address=? AND denom=?", (address, denom)).fetchone()
-        return Decimal(row[0]) if row else Decimal(0)
+        return Dec.parse(row[0]) if row else ZERO
 
-    def _add(self, address: str, denom: str, amount: Decimal) -> None:
+    def _add(self, address: str, denom: str, amount: Dec) -> None:
         new = self._balance(address, denom) + amount
-        if new < 0:
+        if new < ZERO:
             raise TxError("insufficient_funds", f"{address} has {new - amount} {denom}, needs {-amount}")
         self.db.execute("INSERT OR REPLACE INTO balances VALUES (?, ?, ?)", (address, denom, str(new)))
 
@@ -180,8 +202,13 @@ class Chain:
 
     def account(self, address: str) -> dict[str, Any]:
         with self.lock:
-            row = self.db.execute("SELECT sequence FROM accounts WHERE address=?", (address,)).fetchone()
-            return {"address": address, "sequence": row[0] if row else 0, "balances": self.balances(address)}
+            row = self.db.execute("SELECT sequence, pubkey FROM accounts WHERE address=?", (address,)).fetchone()
+            return {
+                "address": address,
+                "sequence": row[0] if row else 0,
+                "pubkey": row[1] if row else "",
+                "balances": self.balances(address),
+            }
 
     def provider(self, address: str) -> dict[str, Any] | None:
         with self.lock:
@@ -202,13 +229,17 @@ class Chain:
                 "SELECT state, version, escrow_denom, escrow, created_height FROM deployments WHERE owner=? AND dseq=?",
                 (owner, dseq),
             ).fetchone()
-        if row is None:
-            return None
+            if row is None:
+                return None
+            groups = self.db.execute(
+                "SELECT spec FROM orders WHERE owner=? AND dseq=? ORDER BY gseq, oseq", (owner, dseq)
+            ).fetchall()
         return {
             "owner": owner,
             "dseq": dseq,
             "state": row[0],
             "version": row[1],
+            "groups": [json.loads(g[0]) for g in groups],
             "escrow": {"denom": row[2], "amount": row[3]},
             "created_height": row[4],
         }
@@ -230,8 +261,8 @@ class Chain:
                 raise TxError("invalid_page", "page key does not match this listing")
             where.append(f"({', '.join(key_cols)}) > ({', '.join('?' * len(key_cols))})")
             for c, p in zip(key_cols, parts, strict=True):
-                if c in ("dseq", "gseq", "oseq") and not p.isdigit():
-                    raise TxError("invalid_page", f"page key part {c} must be a number")
+                if c in ("dseq", "gseq", "oseq") and not _PAGE_NUMBER.match(p):
+                    raise TxError("invalid_page", f"page key part {c} must be a number of at most 18 digits")
                 args.append(int(p) if c in ("dseq", "gseq", "oseq") else p)
         sql = f"SELECT {', '.join(columns)} FROM {table}"
         if where:
@@ -265,10 +296,10 @@ class Chain:
         return found
 
     # -- faucet (a mock-chain convenience) --------------------------------------------------------
-    def fund(self, address: str, denom: str, amount: Decimal) -> None:
+    def fund(self, address: str, denom: str, amount: Dec) -> None:
         if not self.params.faucet:
             raise TxError("faucet_disabled", "this chain has no faucet", 403)
-        if denom not in DENOMS or amount <= 0:
+        if denom not in DENOMS or amount <= ZERO:
             raise TxError("invalid_coin", f"fund with a positive amount of {' or '.join(DENOMS)}")
         with self._tx():
             self._add(address, denom, amount)
@@ -278,6 +309,8 @@ class Chain:
     def _notify(self) -> None:
         with self.new_events:
             self.new_events.notify_all()
+        for callback in self._listeners:
+            callback()
 
     # -- transactions ----------------------------------------------------------------------------
     def submit(self, tx: dict[str, Any]) -> dict[str, Any]:
@@ -286,9 +319,9 @@ class Chain:
             signer = verify_tx(self.params.chain_id, tx)
         except SignatureError as e:
             raise TxError("unauthorized", str(e), 401) from None
-        handler = getattr(self, "_tx_" + str(tx["type"]).replace(".", "_"), None)
+        handler = self._handlers.get(tx["type"])
         if handler is None:
-            raise TxError("unknown_tx", f"unknown transaction type {tx['type']!r}")
+            raise TxError("unknown_tx", f"unknown transaction type {tx['type']!r}; known: {', '.join(self._handlers)}")
         msg = tx["msg"]
         if not isinstance(msg, dict):
             raise TxError("invalid_field", "msg must be an object")
@@ -304,7 +337,7 @@ class Chain:
                 )
             # Like a Cosmos chain, a correctly signed transaction consumes its sequence even when the
             # message is refused, so it can never be replayed later.
-            self.db.execute("INSERT OR REPLACE INTO accounts VALUES (?, ?)", (signer, expected))
+            self.db.execute("INSERT OR REPLACE INTO accounts VALUES (?, ?, ?)", (signer, expected, tx["pubkey"]))
             self.db.execute("SAVEPOINT msg")
             try:
                 result: dict[str, Any] = handler(signer, msg) or {}
@@ -344,13 +377,20 @@ class Chain:
         version = msg.get("version")
         if not isinstance(groups, list) or not groups or not all(isinstance(g, dict) for g in groups):
             raise TxError("invalid_field", "groups must be a non-empty list of group specs")
+        if len(groups) > MAX_GROUPS_PER_DEPLOYMENT:
+            raise TxError(
+                "invalid_group", f"{len(groups)} groups; a deployment has at most {MAX_GROUPS_PER_DEPLOYMENT}"
+            )
         for i, g in enumerate(groups):
             try:
                 spec = group_from_json(g)
-            except (ValueError, TypeError, KeyError) as e:
+            except (ValueError, TypeError, KeyError, ArithmeticError) as e:
                 raise TxError("invalid_group", f"groups[{i}]: {e}") from None
-            if not spec.resources or any(u.count < 1 or u.price.amount <= 0 for u in spec.resources):
-                raise TxError("invalid_group", f"groups[{i}]: every resource unit needs a count >= 1 and a price > 0")
+            problems = group_limit_problems(spec)
+            if problems:
+                raise TxError("invalid_group", f"groups[{i}]: {'; '.join(problems[:3])}")
+            for u in g.get("resources", []):  # the text the chain keeps must be an exact amount
+                _dec(u.get("price", {}).get("amount"), f"groups[{i}] price")
         if not isinstance(version, str) or len(version) != 64:
             raise TxError("invalid_field", "version must be the 32-byte deployment hash in hex")
         denom, deposit = _coin(msg.get("deposit"), "deposit")
@@ -401,7 +441,7 @@ class Chain:
         denom, escrow = self.db.execute(
             "SELECT escrow_denom, escrow FROM deployments WHERE owner=? AND dseq=?", (owner, dseq)
         ).fetchone()
-        self._add(owner, denom, Decimal(escrow))  # refund what is left
+        self._add(owner, denom, Dec.parse(escrow))  # refund what is left
         self.db.execute("UPDATE deployments SET state='closed', escrow='0' WHERE owner=? AND dseq=?", (owner, dseq))
         self._emit("deployment_closed", {"owner": owner, "dseq": dseq, "reason": reason, "refund": escrow})
 
@@ -419,7 +459,7 @@ class Chain:
         row = self.db.execute(
             "SELECT deposit_denom, deposit FROM bids WHERE owner=? AND dseq=? AND gseq=? AND oseq=? AND provider=?", key
         ).fetchone()
-        self._add(key[4], row[0], Decimal(row[1]))  # the bid deposit goes back to the provider
+        self._add(key[4], row[0], Dec.parse(row[1]))  # the bid deposit goes back to the provider
         self.db.execute(
             "UPDATE bids SET state=? WHERE owner=? AND dseq=? AND gseq=? AND oseq=? AND provider=?", (state, *key)
         )
@@ -441,10 +481,12 @@ class Chain:
         spec = json.loads(order[1])
         units = spec.get("resources", [])
         max_denom = units[0]["price"]["denom"] if units else ""
-        max_price = sum((Decimal(u["price"]["amount"]) * int(u["count"]) for u in units), Decimal(0))
+        max_price = ZERO
+        for u in units:
+            max_price += Dec.parse(str(u["price"]["amount"])).times(int(u["count"]))
         if denom != max_denom:
             raise TxError("invalid_price", f"bid denom {denom} differs from the order's {max_denom}")
-        if price <= 0 or price > max_price:
+        if price <= ZERO or price > max_price:
             raise TxError(
                 "invalid_price", f"bid price {price} must be above 0 and at most the order's {max_price} {denom}"
             )
@@ -477,12 +519,15 @@ class Chain:
         ).fetchone()
         if row is None:
             raise TxError("not_found", "no such bid", 404)
-        if row[0] == "active":
-            self._close_lease(key, "provider")
+        reason = msg.get("reason", "provider")
+        if not isinstance(reason, str) or not _REASON.match(reason):
+            raise TxError("invalid_field", "reason must be 1-64 characters of [a-z0-9_-]")
+        if row[0] == "active":  # a provider closes its side of an active lease by closing its bid
+            self._close_lease(key, reason)
             return
         if row[0] != "open":
             raise TxError("bid_not_open", f"bid is {row[0]}")
-        self._close_bid(key, "closed", str(msg.get("reason", "provider")))
+        self._close_bid(key, "closed", reason)
 
     def _tx_lease_create(self, signer: str, msg: dict[str, Any]) -> None:
         bid = msg.get("bid")
@@ -535,19 +580,23 @@ class Chain:
         ).fetchone()
         if row is None:
             raise TxError("not_found", "no such lease", 404)
-        return {"withdrawn": str(self._settle(key5))}
+        amount = self._settle(key5)
+        denom = self.db.execute(
+            "SELECT price_denom FROM leases WHERE owner=? AND dseq=? AND gseq=? AND oseq=? AND provider=?", key5
+        ).fetchone()[0]
+        return {"withdrawn": {"denom": denom, "amount": str(amount)}}
 
-    def _settle(self, key5: tuple[str, int, int, int, str]) -> Decimal:
+    def _settle(self, key5: tuple[str, int, int, int, str]) -> Dec:
         denom, unsettled, withdrawn = self.db.execute(
             "SELECT price_denom, unsettled, withdrawn FROM leases WHERE owner=? AND dseq=? AND gseq=? AND oseq=? AND provider=?",
             key5,
         ).fetchone()
-        amount = Decimal(unsettled)
+        amount = Dec.parse(unsettled)
         if amount:
             self._add(key5[4], denom, amount)
             self.db.execute(
                 "UPDATE leases SET unsettled='0', withdrawn=? WHERE owner=? AND dseq=? AND gseq=? AND oseq=? AND provider=?",
-                (str(Decimal(withdrawn) + amount), *key5),
+                (str(Dec.parse(withdrawn) + amount), *key5),
             )
             self._emit("lease_withdrawn", {"lease": _bid_json(key5), "amount": {"denom": denom, "amount": str(amount)}})
         return amount
@@ -583,12 +632,14 @@ class Chain:
         for r in rows:
             by_deployment.setdefault((r[0], r[1]), []).append(r)
         for (owner, dseq), leases in by_deployment.items():
-            escrow = Decimal(leases[0][7])
-            due = sum((Decimal(r[5]) for r in leases), Decimal(0))
+            escrow = Dec.parse(leases[0][7])
+            due = ZERO
+            for r in leases:
+                due += Dec.parse(r[5])
             if escrow < due:
                 self._emit("escrow_exhausted", {"owner": owner, "dseq": dseq, "escrow": str(escrow), "due": str(due)})
                 for r in leases:  # what is left is split in order; then the leases close
-                    pay = min(Decimal(r[5]), escrow)
+                    pay = min(Dec.parse(r[5]), escrow)
                     escrow -= pay
                     self._credit(r, pay)
                 self.db.execute("UPDATE deployments SET escrow=? WHERE owner=? AND dseq=?", (str(escrow), owner, dseq))
@@ -597,13 +648,13 @@ class Chain:
                 self._close_deployment(owner, dseq, "insufficient_funds")
                 continue
             for r in leases:
-                self._credit(r, Decimal(r[5]))
+                self._credit(r, Dec.parse(r[5]))
             self.db.execute(
                 "UPDATE deployments SET escrow=? WHERE owner=? AND dseq=?", (str(escrow - due), owner, dseq)
             )
 
-    def _credit(self, r: Any, amount: Decimal) -> None:
-        current = Decimal(
+    def _credit(self, r: Any, amount: Dec) -> None:
+        current = Dec.parse(
             self.db.execute(
                 "SELECT unsettled FROM leases WHERE owner=? AND dseq=? AND gseq=? AND oseq=? AND provider=?", r[:5]
             ).fetchone()[0]
