@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -393,38 +393,25 @@ def _add_logging(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _port(text: str) -> int:
-    value = _count(text)
-    if not 0 < value < 65536:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a TCP port (1-65535)")
-    return value
+def _bounded(kind: type[int] | type[float], what: str, low: float, high: float) -> Callable[[str], Any]:
+    """An argparse type: a number of ``kind`` within [low, high], or a usage error that says which."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{text!r} is out of range for {what} ({low:g} to {high:g})")
+        return value
+
+    return parse
 
 
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must not be negative")
-    return value
-
-
-def _dseq(text: str) -> int:
-    value = _count(text)
-    if value >= 2**63:
-        raise argparse.ArgumentTypeError(f"{text!r} is too large for a deployment sequence")
-    return value
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not 0 <= value <= 86_400:
-        raise argparse.ArgumentTypeError(f"{text!r} must be between 0 and 86400 seconds")
-    return value
+_port = _bounded(int, "a TCP port", 1, 65535)
+_count = _bounded(int, "a whole number", 0, 2**31)
+_dseq = _bounded(int, "a deployment sequence", 0, 2**63 - 1)
+_seconds = _bounded(float, "a number of seconds", 0, 86_400)
 
 
 def _amount(text: str) -> Any:

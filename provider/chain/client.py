@@ -106,32 +106,30 @@ class ChainClient:
         pub = (await self.account(address)).get("pubkey")
         return base64.b64decode(pub) if pub else None
 
-    async def provider(self, address: str) -> ProviderInfo | None:
+    async def _get_or_none(self, path: str) -> dict[str, Any] | None:
+        """GET a single object; None when the chain answers 404."""
         try:
-            r: dict[str, Any] = await self._request("GET", f"/providers/{address}")
+            found: dict[str, Any] = await self._request("GET", path)
         except ChainError as e:
             if e.status == 404:
                 return None
             raise
+        return found
+
+    async def provider(self, address: str) -> ProviderInfo | None:
+        r = await self._get_or_none(f"/providers/{address}")
+        if r is None:
+            return None
         return ProviderInfo(r["address"], r["host_uri"], dict(r["attributes"]), dict(r.get("audited", {})))
 
     async def account_deployment(self, owner: str, dseq: int) -> dict[str, Any] | None:
         """The deployment as the chain serves it (JSON), for the tenant's status."""
-        try:
-            r: dict[str, Any] = await self._request("GET", f"/deployments/{owner}/{dseq}")
-        except ChainError as e:
-            if e.status == 404:
-                return None
-            raise
-        return r
+        return await self._get_or_none(f"/deployments/{owner}/{dseq}")
 
     async def deployment(self, owner: str, dseq: int) -> Deployment | None:
-        try:
-            r: dict[str, Any] = await self._request("GET", f"/deployments/{owner}/{dseq}")
-        except ChainError as e:
-            if e.status == 404:
-                return None
-            raise
+        r = await self._get_or_none(f"/deployments/{owner}/{dseq}")
+        if r is None:
+            return None
         return Deployment(
             r["owner"],
             int(r["dseq"]),

@@ -154,3 +154,15 @@ def make_engine(
     inventory = StaticInventory(nodes, reservations)
     engine = BidEngine(chain, inventory, pricing or LinearPricing(), cfg, BidMetrics(CollectorRegistry()))
     return engine
+
+
+@asynccontextmanager
+async def parties(url: str) -> AsyncIterator[tuple[ChainClient, ChainClient]]:
+    """A funded tenant and a funded provider on the chain at ``url``, closed afterwards."""
+    tenant = await funded(url, Key.generate("tenant"))
+    prov = await funded(url, Key.generate("provider"))
+    try:
+        yield tenant, prov
+    finally:
+        for c in (tenant, prov):
+            await c.aclose()

@@ -23,6 +23,7 @@ from tests.market.conftest import (
     free_port,
     funded,
     make_engine,
+    parties,
     run,
     running,
     wait_until,
@@ -44,20 +45,17 @@ def test_a_closed_bid_on_chain_releases_the_hold(chain_proc: ChainProcess, tmp_p
     """`bid_exists` for a bid that is closed (or lost) must not keep capacity held for nothing."""
 
     async def go() -> None:
-        tenant = await funded(chain_proc.url, Key.generate("tenant"))
-        prov = await funded(chain_proc.url, Key.generate("provider"))
-        engine = make_engine(prov, tmp_path / "state")
-        async with running(engine):
-            await tenant.submit("deployment.create", deployment_msg(1, 5_000_000))
-            await wait_until(lambda: tenant.bids(owner=tenant.address, dseq=1))
-        order = await order_of(tenant, 1)
-        await prov.close_bid(order.id, "operator")  # our bid closes while the engine is not looking
-        engine._hold(order, "")  # a stale hold, as a restart from an old snapshot would have
-        assert engine.holds.count() == 1
-        assert await engine.consider(order) == "bid_not_open"
-        assert engine.holds.count() == 0
-        for c in (tenant, prov):
-            await c.aclose()
+        async with parties(chain_proc.url) as (tenant, prov):
+            engine = make_engine(prov, tmp_path / "state")
+            async with running(engine):
+                await tenant.submit("deployment.create", deployment_msg(1, 5_000_000))
+                await wait_until(lambda: tenant.bids(owner=tenant.address, dseq=1))
+            order = await order_of(tenant, 1)
+            await prov.close_bid(order.id, "operator")  # our bid closes while the engine is not looking
+            engine._hold(order, "")  # a stale hold, as a restart from an old snapshot would have
+            assert engine.holds.count() == 1
+            assert await engine.consider(order) == "bid_not_open"
+            assert engine.holds.count() == 0
 
     run(go())
 
@@ -87,27 +85,24 @@ class FlakyChain:
 
 def test_an_unreachable_chain_keeps_the_hold_and_reconciles(chain_proc: ChainProcess, tmp_path: Path) -> None:
     async def go() -> None:
-        tenant = await funded(chain_proc.url, Key.generate("tenant"))
-        prov = await funded(chain_proc.url, Key.generate("provider"))
-        flaky = FlakyChain(prov)
-        engine = make_engine(flaky, tmp_path / "state", retry_delays=(0.1,))  # type: ignore[arg-type]
-        async with running(engine):
-            await tenant.submit("deployment.create", deployment_msg(1, 5_000_000))
-            await wait_until(lambda: tenant.bids(owner=tenant.address, dseq=1))
+        async with parties(chain_proc.url) as (tenant, prov):
+            flaky = FlakyChain(prov)
+            engine = make_engine(flaky, tmp_path / "state", retry_delays=(0.1,))  # type: ignore[arg-type]
+            async with running(engine):
+                await tenant.submit("deployment.create", deployment_msg(1, 5_000_000))
+                await wait_until(lambda: tenant.bids(owner=tenant.address, dseq=1))
 
-            async def retried() -> bool:
-                return (
-                    counter(engine.metrics.events_retried) >= 1
-                    and counter(engine.metrics.orders_skipped, reason="already_bid") >= 1
-                )
+                async def retried() -> bool:
+                    return (
+                        counter(engine.metrics.events_retried) >= 1
+                        and counter(engine.metrics.orders_skipped, reason="already_bid") >= 1
+                    )
 
-            await wait_until(retried)
-            assert engine.holds.count() == 1  # kept through the lost answer: the bid exists
-            assert flaky.bids_sent == 1  # reconciled with the chain's answer, not bid again
-        (bid,) = await tenant.bids(owner=tenant.address, dseq=1)
-        assert bid.state == "open"
-        for c in (tenant, prov):
-            await c.aclose()
+                await wait_until(retried)
+                assert engine.holds.count() == 1  # kept through the lost answer: the bid exists
+                assert flaky.bids_sent == 1  # reconciled with the chain's answer, not bid again
+            (bid,) = await tenant.bids(owner=tenant.address, dseq=1)
+            assert bid.state == "open"
 
     run(go())
 
@@ -117,20 +112,17 @@ def test_an_unanswered_hold_expires_in_blocks_and_closes_our_bid(tmp_path: Path)
     cp.start()
 
     async def go() -> None:
-        tenant = await funded(cp.url, Key.generate("tenant"))
-        prov = await funded(cp.url, Key.generate("provider"))
-        engine = make_engine(prov, tmp_path / "state", hold_blocks=8)
-        async with running(engine):
-            await tenant.submit("deployment.create", deployment_msg(1, 5_000_000))
-            (bid,) = await wait_until(lambda: tenant.bids(owner=tenant.address, dseq=1))  # type: ignore[misc]
-            created = bid.created_height
-            closed = await wait_until(lambda: tenant.bids(owner=tenant.address, dseq=1, state="closed"), timeout=60)
-            assert engine.holds.count() == 0
-            assert counter(engine.metrics.holds_expired) == 1
-            assert (await tenant.status()).height >= created + 8  # counted in blocks
-        assert len(closed) == 1  # type: ignore[arg-type]
-        for c in (tenant, prov):
-            await c.aclose()
+        async with parties(cp.url) as (tenant, prov):
+            engine = make_engine(prov, tmp_path / "state", hold_blocks=8)
+            async with running(engine):
+                await tenant.submit("deployment.create", deployment_msg(1, 5_000_000))
+                (bid,) = await wait_until(lambda: tenant.bids(owner=tenant.address, dseq=1))  # type: ignore[misc]
+                created = bid.created_height
+                closed = await wait_until(lambda: tenant.bids(owner=tenant.address, dseq=1, state="closed"), timeout=60)
+                assert engine.holds.count() == 0
+                assert counter(engine.metrics.holds_expired) == 1
+                assert (await tenant.status()).height >= created + 8  # counted in blocks
+            assert len(closed) == 1  # type: ignore[arg-type]
 
     try:
         run(go())
@@ -140,26 +132,23 @@ def test_an_unanswered_hold_expires_in_blocks_and_closes_our_bid(tmp_path: Path)
 
 def test_a_won_lease_without_capacity_is_closed_on_chain(chain_proc: ChainProcess, tmp_path: Path) -> None:
     async def go() -> None:
-        tenant = await funded(chain_proc.url, Key.generate("tenant"))
-        prov = await funded(chain_proc.url, Key.generate("provider"))
-        pool = [{"name": "h100", "model": "h100", "ram": "80Gi", "interface": "sxm", "gpus": 8, "cpu": 192,
-                 "memory_gib": 2048, "count": 1}]  # fmt: skip
-        engine = make_engine(prov, tmp_path / "state", pool=pool)
-        async with running(engine):
-            await tenant.submit("deployment.create", deployment_msg(1, 5_000_000, gpus=8))
-            (bid,) = await wait_until(lambda: tenant.bids(owner=tenant.address, dseq=1))  # type: ignore[misc]
-            # the hold is lost (e.g. expired while the tenant waited) and the node is sold to someone else
-            engine.holds.release(str(bid.id.order))
-            other = engine.holds.reserve("someone/9/1/1", [*engine_units(bid.id.order, 8)])
-            assert not hasattr(other, "reason"), other
-            await tenant.submit("lease.create", {"bid": {**bid.id.order.to_json(), "provider": bid.id.provider}})
-            (lease,) = await wait_until(  # type: ignore[misc]
-                lambda: tenant.leases(owner=tenant.address, dseq=1, state="closed"), timeout=30
-            )
-            assert lease.closed_reason == "insufficient_capacity"
-            assert counter(engine.metrics.leases_refused, reason="insufficient_gpu") == 1
-        for c in (tenant, prov):
-            await c.aclose()
+        async with parties(chain_proc.url) as (tenant, prov):
+            pool = [{"name": "h100", "model": "h100", "ram": "80Gi", "interface": "sxm", "gpus": 8, "cpu": 192,
+                     "memory_gib": 2048, "count": 1}]  # fmt: skip
+            engine = make_engine(prov, tmp_path / "state", pool=pool)
+            async with running(engine):
+                await tenant.submit("deployment.create", deployment_msg(1, 5_000_000, gpus=8))
+                (bid,) = await wait_until(lambda: tenant.bids(owner=tenant.address, dseq=1))  # type: ignore[misc]
+                # the hold is lost (e.g. expired while the tenant waited) and the node is sold to someone else
+                engine.holds.release(str(bid.id.order))
+                other = engine.holds.reserve("someone/9/1/1", [*engine_units(bid.id.order, 8)])
+                assert not hasattr(other, "reason"), other
+                await tenant.submit("lease.create", {"bid": {**bid.id.order.to_json(), "provider": bid.id.provider}})
+                (lease,) = await wait_until(  # type: ignore[misc]
+                    lambda: tenant.leases(owner=tenant.address, dseq=1, state="closed"), timeout=30
+                )
+                assert lease.closed_reason == "insufficient_capacity"
+                assert counter(engine.metrics.leases_refused, reason="insufficient_gpu") == 1
 
     run(go())
 
@@ -182,41 +171,38 @@ def test_exceptions_and_junk_from_pricing_release_the_hold(chain_proc: ChainProc
             raise RuntimeError("a bug in a pricing plug-in")
 
     async def go() -> None:
-        tenant = await funded(chain_proc.url, Key.generate("tenant"))
-        prov = await funded(chain_proc.url, Key.generate("provider"))
-        await tenant.submit("deployment.create", deployment_msg(1, 5_000_000))
-        order = await order_of(tenant, 1)
-        for pricing, reason in ((ScriptPricing(str(price_script)), "pricing_failed"), (Exploding(), "internal_error")):
-            engine = make_engine(prov, tmp_path / "state", pricing=pricing)  # type: ignore[arg-type]
-            await engine.register()
-            assert await engine.consider(order) == reason
-            assert engine.holds.count() == 0
-            assert counter(engine.metrics.orders_skipped, reason=reason) == 1
-        assert await tenant.bids(owner=tenant.address, dseq=1) == []
-        for c in (tenant, prov):
-            await c.aclose()
+        async with parties(chain_proc.url) as (tenant, prov):
+            await tenant.submit("deployment.create", deployment_msg(1, 5_000_000))
+            order = await order_of(tenant, 1)
+            for pricing, reason in (
+                (ScriptPricing(str(price_script)), "pricing_failed"),
+                (Exploding(), "internal_error"),
+            ):
+                engine = make_engine(prov, tmp_path / "state", pricing=pricing)  # type: ignore[arg-type]
+                await engine.register()
+                assert await engine.consider(order) == reason
+                assert engine.holds.count() == 0
+                assert counter(engine.metrics.orders_skipped, reason=reason) == 1
+            assert await tenant.bids(owner=tenant.address, dseq=1) == []
 
     run(go())
 
 
 def test_a_hostile_order_is_refused_by_the_chain_and_the_policy(chain_proc: ChainProcess, tmp_path: Path) -> None:
     async def go() -> None:
-        tenant = await funded(chain_proc.url, Key.generate("tenant"))
-        prov = await funded(chain_proc.url, Key.generate("provider"))
-        msg = deployment_msg(1, 5_000_000, gpus=0)
-        msg["groups"][0]["resources"][0]["count"] = 10_000_000  # total cpu and memory far above the chain's limits
-        try:
-            await tenant.submit("deployment.create", msg)
-            raise AssertionError("the chain accepted a group above its limits")
-        except ChainError as e:
-            assert e.code == "invalid_group" and "above the chain's limit" in str(e)
-        engine = make_engine(prov, tmp_path / "state")
-        await engine.register()
-        hostile = Order(OrderId(tenant.address, 1, 1, 1), "open", msg["groups"][0], 1)
-        assert await engine.consider(hostile) == "invalid_order"
-        assert engine.holds.count() == 0
-        for c in (tenant, prov):
-            await c.aclose()
+        async with parties(chain_proc.url) as (tenant, prov):
+            msg = deployment_msg(1, 5_000_000, gpus=0)
+            msg["groups"][0]["resources"][0]["count"] = 10_000_000  # total cpu and memory far above the chain's limits
+            try:
+                await tenant.submit("deployment.create", msg)
+                raise AssertionError("the chain accepted a group above its limits")
+            except ChainError as e:
+                assert e.code == "invalid_group" and "above the chain's limit" in str(e)
+            engine = make_engine(prov, tmp_path / "state")
+            await engine.register()
+            hostile = Order(OrderId(tenant.address, 1, 1, 1), "open", msg["groups"][0], 1)
+            assert await engine.consider(hostile) == "invalid_order"
+            assert engine.holds.count() == 0
 
     run(go())
 
@@ -230,24 +216,21 @@ def test_price_scripts_run_concurrently_up_to_the_limit(chain_proc: ChainProcess
     script.chmod(script.stat().st_mode | stat.S_IEXEC)
 
     async def go() -> None:
-        tenant = await funded(chain_proc.url, Key.generate("tenant"))
-        prov = await funded(chain_proc.url, Key.generate("provider"))
-        engine = make_engine(prov, tmp_path / "state", pricing=ScriptPricing(str(script), concurrency=3))
-        async with running(engine):
-            for dseq in range(1, 7):
-                await tenant.submit("deployment.create", deployment_msg(dseq, 5_000_000, gpus=0))
+        async with parties(chain_proc.url) as (tenant, prov):
+            engine = make_engine(prov, tmp_path / "state", pricing=ScriptPricing(str(script), concurrency=3))
+            async with running(engine):
+                for dseq in range(1, 7):
+                    await tenant.submit("deployment.create", deployment_msg(dseq, 5_000_000, gpus=0))
 
-            async def all_bid() -> bool:
-                return len(await tenant.bids(owner=tenant.address)) == 6
+                async def all_bid() -> bool:
+                    return len(await tenant.bids(owner=tenant.address)) == 6
 
-            await wait_until(all_bid, timeout=60)
-        running_now = peak = 0
-        for line in log.read_text().split():
-            running_now += 1 if line == "start" else -1
-            peak = max(peak, running_now)
-        assert peak == 3  # orders were evaluated concurrently, never more than the script's limit
-        for c in (tenant, prov):
-            await c.aclose()
+                await wait_until(all_bid, timeout=60)
+            running_now = peak = 0
+            for line in log.read_text().split():
+                running_now += 1 if line == "start" else -1
+                peak = max(peak, running_now)
+            assert peak == 3  # orders were evaluated concurrently, never more than the script's limit
 
     run(go())
 
@@ -332,27 +315,24 @@ async def _taller(chain: ChainClient, height: int) -> bool:
 
 def test_per_order_memory_is_pruned_when_orders_close(chain_proc: ChainProcess, tmp_path: Path) -> None:
     async def go() -> None:
-        tenant = await funded(chain_proc.url, Key.generate("tenant"))
-        prov = await funded(chain_proc.url, Key.generate("provider"))
-        engine = make_engine(prov, tmp_path / "state")
-        async with running(engine):
-            for dseq in (1, 2, 3):
-                await tenant.submit("deployment.create", deployment_msg(dseq, 5_000_000, gpus=0))
+        async with parties(chain_proc.url) as (tenant, prov):
+            engine = make_engine(prov, tmp_path / "state")
+            async with running(engine):
+                for dseq in (1, 2, 3):
+                    await tenant.submit("deployment.create", deployment_msg(dseq, 5_000_000, gpus=0))
 
-            async def three_bids() -> bool:
-                return len(await tenant.bids(owner=tenant.address)) == 3
+                async def three_bids() -> bool:
+                    return len(await tenant.bids(owner=tenant.address)) == 3
 
-            await wait_until(three_bids)
-            assert engine._orders
-            for dseq in (1, 2, 3):
-                await tenant.submit("deployment.close", {"dseq": dseq})
+                await wait_until(three_bids)
+                assert engine._orders
+                for dseq in (1, 2, 3):
+                    await tenant.submit("deployment.close", {"dseq": dseq})
 
-            async def pruned() -> bool:
-                return not engine._orders and engine.holds.count() == 0
+                async def pruned() -> bool:
+                    return not engine._orders and engine.holds.count() == 0
 
-            await wait_until(pruned)
-        for c in (tenant, prov):
-            await c.aclose()
+                await wait_until(pruned)
 
     run(go())
 
