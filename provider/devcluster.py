@@ -381,6 +381,10 @@ class DevCluster:
             return dict.fromkeys(COMPONENTS, False)
         return {c: self._ours(state, c) for c in COMPONENTS}
 
+    def _made_by_us(self) -> bool:
+        """Our marker, or (from versions before the marker) our own state file beside our pki."""
+        return (self.dir / MARKER).exists() or (self.state_file.is_file() and self.pki.is_dir())
+
     @staticmethod
     def _ours(state: State, component: str) -> bool:
         """Is the recorded process alive and still the one we started (not a PID reused since)?"""
@@ -392,7 +396,7 @@ class DevCluster:
 
     def up(self, pool: str = DEFAULT_POOL, taint: bool = False, timeout: float = 180.0) -> Path:
         plans = parse_pool(pool)
-        if self.dir.exists() and any(self.dir.iterdir()) and not (self.dir / MARKER).exists():
+        if self.dir.exists() and any(self.dir.iterdir()) and not self._made_by_us():
             raise DevClusterError(
                 f"{self.dir} exists and was not made by the dev cluster; choose an empty or new --state-dir"
             )
@@ -601,7 +605,7 @@ class DevCluster:
     def down(self) -> None:
         """Stop the processes this cluster started (checked against /proc/PID/cmdline, so a PID reused
         after a reboot is never signalled) and delete its state directory (only one `up` created)."""
-        if self.dir.exists() and not (self.dir / MARKER).exists():
+        if self.dir.exists() and not self._made_by_us():
             raise DevClusterError(f"{self.dir} was not created by `devcluster up` (no {MARKER}); not deleting it")
         state = self._load()
         pids = {c: pid for c, pid in (state.pids if state else {}).items() if state and self._ours(state, c)}
