@@ -70,10 +70,6 @@ class Reservation:
     def replicas(self) -> int:
         return sum(p.count for p in self.placements)
 
-    @property
-    def bound_total(self) -> int:
-        return sum(n for _, n in self.bound)
-
     def outstanding(self) -> tuple[Placement, ...]:
         """The placements still held: each bound pod takes one replica off its own node's placement
         first; pods the scheduler put elsewhere take replicas off the largest placements."""
@@ -149,7 +145,8 @@ class Reservations:
         self._lock = threading.Lock()
         self._held: dict[str, Reservation] = {}
         self._snapshot = _Snapshot()
-        self._free = _FreeIndex(_Snapshot(), {})  # snapshot free minus every outstanding hold, indexed
+        self._held_by_node: dict[str, Resources] = {}  # every outstanding hold, summed per node (exact)
+        self._free = _FreeIndex(_Snapshot(), {})  # snapshot free minus those sums, indexed
         self._storage_capacity = dict(storage_capacity or {})
         self._storage_used: dict[str, int] = {}
         self.hold_blocks = hold_blocks
@@ -169,7 +166,7 @@ class Reservations:
             for order_id, r in list(self._held.items()):
                 if r.lease_id:
                     bound = snapshot.bound.get(r.lease_id, ())
-                    if sum(n for _, n in bound) >= r.replicas:
+                    if _pods(bound) >= r.replicas:
                         del self._held[order_id]
                     elif bound != r.bound:
                         self._held[order_id] = replace(r, bound=bound)
@@ -177,35 +174,34 @@ class Reservations:
             self._recount_locked()
 
     def _recount_locked(self) -> None:
-        free = dict(self._snapshot.free)
-        for node, held in self._reserved_locked().items():
-            if node in free:
-                free[node] = (free[node] - held).clamped()
-        self._free = _FreeIndex(self._snapshot, free)
+        """Rebuild the per-node hold sums and the free index from the snapshot (after a refresh)."""
+        held: dict[str, Resources] = {}
+        for r in self._held.values():
+            for node, res in r.per_node().items():
+                held[node] = held.get(node, Resources()) + res
+        self._held_by_node = held
+        self._free = _FreeIndex(self._snapshot, {n: self._free_on(n) for n in self._snapshot.free})
+
+    def _free_on(self, node: str) -> Resources:
+        return (self._snapshot.free[node] - self._held_by_node.get(node, Resources())).clamped()
 
     def _take_locked(self, r: Reservation, sign: int) -> None:
+        """Add (sign 1) or give back (sign -1) a hold: the node's free capacity is recomputed from the
+        snapshot and the exact sum of holds, so giving back never frees more than the snapshot has."""
         for node, res in r.per_node().items():
+            self._held_by_node[node] = self._held_by_node.get(node, Resources()) + res.scaled(sign)
             if node in self._free.free:
-                self._free.set(node, (self._free.free[node] - res.scaled(sign)).clamped())
+                self._free.set(node, self._free_on(node))
 
     def reserved_by_node(self) -> dict[str, Resources]:
         with self._lock:
-            return self._reserved_locked()
-
-    def _reserved_locked(self) -> dict[str, Resources]:
-        out: dict[str, Resources] = {}
-        for r in self._held.values():
-            for node, res in r.per_node().items():
-                out[node] = out.get(node, Resources()) + res
-        return out
+            return {n: res for n, res in self._held_by_node.items() if res != Resources()}
 
     def _expire_locked(self) -> list[str]:
         now = self.height()
         gone = [o for o, r in self._held.items() if not r.lease_id and r.expires_at <= now]
         for o in gone:
-            del self._held[o]
-        if gone:
-            self._recount_locked()
+            self._take_locked(self._held.pop(o), -1)
         return gone
 
     # -- operations ------------------------------------------------------------------------------
@@ -266,7 +262,7 @@ class Reservations:
                 return False
             bound = self._snapshot.bound.get(lease_id, ())
             self._take_locked(r, -1)
-            if sum(n for _, n in bound) >= r.replicas:
+            if _pods(bound) >= r.replicas:
                 del self._held[order_id]
             else:
                 r = replace(r, lease_id=lease_id, bound=bound)
@@ -294,6 +290,10 @@ class Reservations:
     def count(self) -> int:
         with self._lock:
             return len(self._held)
+
+
+def _pods(bound: tuple[tuple[str, int], ...]) -> int:
+    return sum(n for _, n in bound)
 
 
 def _sum_persistent(demands: tuple[UnitDemand, ...]) -> tuple[tuple[str, int], ...]:
@@ -382,14 +382,11 @@ def _entry(name: str, res: Resources) -> _Entry:
     return (res.cpu_millis, res.memory_bytes, res.ephemeral_bytes, name)
 
 
-def _eligible(demand: UnitDemand, snapshot: _Snapshot) -> tuple[str, ...]:
+def _eligible(demand: UnitDemand, snapshot: _Snapshot, index: _FreeIndex) -> tuple[str, ...]:
+    """Every node a replica of ``demand`` may go to (for explaining a shortage; fitting uses the index)."""
     if not demand.per_replica.gpus:
         return tuple(snapshot.free)
-    names: set[str] = set()
-    for (model, ram, interface), nodes in snapshot.by_gpu.items():
-        if any(o.matches(model, ram, interface) for o in demand.gpu_options):
-            names.update(nodes)
-    return tuple(sorted(names))
+    return tuple(sorted(n for kind in index.kinds_for(demand) for n in snapshot.by_gpu.get(kind, ())))
 
 
 def _fit(
@@ -429,7 +426,7 @@ def _fit(
             if not left_to_place:
                 break
         if left_to_place:
-            eligible = _eligible(demand, snapshot)
+            eligible = _eligible(demand, snapshot, index)
             pool = {n: free[n] if n in free else index.free[n] for n in eligible}
             return NoFit(order_id, *_shortage(need, demand, eligible, pool))
     return tuple(placements)

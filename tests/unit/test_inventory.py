@@ -391,3 +391,16 @@ def test_concurrent_threads_never_overcommit() -> None:
         r.release(held.order_id)
     assert r.reserved_by_node() == {}
     assert Inventory(()) == compute([], [])
+
+
+def test_releasing_a_hold_on_a_node_that_filled_up_meanwhile_frees_only_what_is_left() -> None:
+    """A hold larger than what a later snapshot leaves free: giving it back frees the snapshot's free
+    capacity, not the whole hold (which the other pods now use)."""
+    node = gpu_node("a")
+    r = reservations_on(node)
+    assert isinstance(r.reserve("o1", [demand(8)]), Reservation)
+    others = [pod("a", 4, name="someone-else")]  # scheduled by someone who does not see our holds
+    r.refresh(compute([node], others), others)
+    assert r.release("o1")
+    assert isinstance(r.reserve("o2", [demand(5)]), NoFit)  # only 4 GPUs are really free
+    assert isinstance(r.reserve("o3", [demand(4)]), Reservation)
