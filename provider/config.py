@@ -63,7 +63,7 @@ def _size(value: Any) -> int:
     m = _SIZE.match(str(value)) if isinstance(value, str | int) else None
     if not m:
         raise ValueError(f"{value!r} is not a size; write bytes or a number with Ki, Mi, Gi, Ti or Pi (e.g. 10Ti)")
-    return Dec.parse(m[1]).frac(BINARY_UNITS.get(m[2] or "", 1), 1, "floor").atto // 10**18
+    return int(Dec.parse(m[1]).to_fraction() * BINARY_UNITS.get(m[2] or "", 1))  # whole bytes, rounded down
 
 
 def _address(value: Any) -> str:
@@ -206,8 +206,7 @@ class Config(_Section):
 
     def effective(self) -> dict[str, Any]:
         """The whole configuration as plain data (what --check-config prints)."""
-        plain: dict[str, Any] = _plain(self.model_dump())
-        return plain
+        return self.model_dump()  # money and paths serialize to their text (PlainSerializer)
 
 
 class EnvOverrides(BaseSettings):
@@ -325,13 +324,3 @@ def _known_keys(loc: tuple[Any, ...]) -> list[str]:
         if not isinstance(model, type) or not issubclass(model, BaseModel):
             return []
     return sorted(model.model_fields)
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    if isinstance(value, Dec | Path):
-        return str(value)
-    return value

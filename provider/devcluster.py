@@ -35,6 +35,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from provider.errors import ProviderError
+from provider.files import write_private
 
 REPO = Path(__file__).resolve().parent.parent
 BUILD_SCRIPT = REPO / "hack" / "devcluster" / "build.sh"
@@ -260,15 +261,6 @@ class State:
 MARKER = ".gpu-provider-devcluster"  # in every state directory `up` created; `down` deletes nothing else
 
 
-def _write_private(path: Path, data: bytes) -> None:
-    """A secret file: created 0600 (never briefly readable by others), replacing any old one."""
-    with contextlib.suppress(FileNotFoundError):
-        path.unlink()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-
-
 def _command_of(pid: int) -> str:
     """The executable a process was started as (argv[0] from /proc), "" when it cannot be read."""
     try:
@@ -439,15 +431,15 @@ class DevCluster:
         ca_key = _key()
         ca = _cert("gpu-provider-devcluster-ca", ca_key, None)
         (self.pki / "ca.crt").write_bytes(_pem_cert(ca))
-        _write_private(self.pki / "ca.key", _pem_key(ca_key))
+        write_private(self.pki / "ca.key", _pem_key(ca_key))
         issuer = (ca, ca_key)
         server_key = _key()
         sans = ("127.0.0.1", "localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc", "10.96.0.1")
         server = _cert("kube-apiserver", server_key, issuer, server=True, sans=sans)
         (self.pki / "apiserver.crt").write_bytes(_pem_cert(server))
-        _write_private(self.pki / "apiserver.key", _pem_key(server_key))
+        write_private(self.pki / "apiserver.key", _pem_key(server_key))
         sa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        _write_private(self.pki / "sa.key", _pem_key(sa_key))
+        write_private(self.pki / "sa.key", _pem_key(sa_key))
         (self.pki / "sa.pub").write_bytes(
             sa_key.public_key().public_bytes(
                 serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
@@ -465,9 +457,9 @@ class DevCluster:
             key = _key()
             cert = _pem_cert(_cert(cn, key, issuer, orgs=orgs))
             (self.pki / f"{name}.crt").write_bytes(cert)
-            _write_private(self.pki / f"{name}.key", _pem_key(key))
+            write_private(self.pki / f"{name}.key", _pem_key(key))
             path = self.kubeconfig if name == "admin" else self.dir / f"{name}.kubeconfig"
-            _write_private(path, _kubeconfig(server_url, ca_pem, cert, _pem_key(key), cn).encode())
+            write_private(path, _kubeconfig(server_url, ca_pem, cert, _pem_key(key), cn).encode())
 
     def _start(self, state: State, name: str, argv: list[str]) -> None:
         log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 - handed to the child process

@@ -3,7 +3,8 @@
 Stored as one integer (the value times 10^18), so sums, differences and integer multiples are exact and
 never depend on a context's precision, and a float never enters. Parsing accepts plain decimal text only
 (``12``, ``0.5``, ``-3.000001``): no exponent, no more than 18 fractional digits, no NaN or infinity.
-Division and multiplication by a fraction round in an explicit direction.
+Division goes through exact rationals (``to_fraction`` / ``from_fraction``), rounded once, in an explicit
+direction.
 """
 
 from __future__ import annotations
@@ -100,25 +101,6 @@ class Dec:
     def times(self, n: int) -> Dec:
         """Exact integer multiple."""
         return Dec(self.atto * n)
-
-    def mul(self, other: Dec, rounding: Rounding = "half_up") -> Dec:
-        return Dec(_div(self.atto * other.atto, ONE, rounding))
-
-    def frac(self, num: int, den: int, rounding: Rounding = "half_up") -> Dec:
-        """self * num / den, rounded once."""
-        return Dec(_div(self.atto * num, den, rounding))
-
-    def quo(self, other: Dec, rounding: Rounding = "half_up") -> Dec:
-        return Dec(_div(self.atto * ONE, other.atto, rounding))
-
-    def quantize(self, decimals: int, rounding: Rounding = "ceiling") -> Dec:
-        """Round to ``decimals`` fractional digits (a chain denom's precision, e.g. 6)."""
-        step = 10 ** (PRECISION - decimals)
-        return Dec(_div(self.atto, step, rounding) * step)
-
-    @property
-    def is_integer(self) -> bool:
-        return self.atto % ONE == 0
 
     @classmethod
     def from_fraction(cls, value: Fraction, decimals: int = PRECISION, rounding: Rounding = "ceiling") -> Dec:

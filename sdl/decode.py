@@ -16,7 +16,7 @@ from typing import TypeVar
 from urllib.parse import urlsplit
 
 from sdl import model as m
-from sdl.errors import Problem, Severity
+from sdl.errors import Problem, ProblemList, Severity
 from sdl.spec import go_sort
 from sdl.units import (
     UnitError,
@@ -41,16 +41,12 @@ MAX_ALIAS_VISITS = 500_000
 
 class Decoder:
     def __init__(self) -> None:
-        self.problems: list[Problem] = []
-        self._seen: set[Problem] = set()  # dedupe in O(1): collecting stays linear in the problems
+        self.problems = ProblemList()
         self.visits = 0
 
     # -- reporting -------------------------------------------------------------------------------
     def error(self, loc: m.Loc, message: str, severity: Severity = "error") -> None:
-        problem = Problem(loc.path, loc.line, loc.column, message, severity)
-        if problem not in self._seen:
-            self._seen.add(problem)
-            self.problems.append(problem)
+        self.problems.add(Problem(loc.path, loc.line, loc.column, message, severity))
 
     def warn(self, loc: m.Loc, message: str) -> None:
         self.error(loc, message, "warning")

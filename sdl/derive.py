@@ -13,7 +13,7 @@ from decimal import Decimal
 
 from sdl import model as m
 from sdl import spec as s
-from sdl.errors import Problem, Severity
+from sdl.errors import Problem, ProblemList, Severity
 from sdl.units import KI, valid_denom
 
 SERVICE_NAME = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
@@ -52,15 +52,11 @@ class Result:
 
 class _Reporter:
     def __init__(self) -> None:
-        self.problems: list[Problem] = []
-        self._seen: set[Problem] = set()  # dedupe in O(1): collecting stays linear in the problems
+        self.problems = ProblemList()
         self.failed = False
 
     def __call__(self, loc: m.Loc, message: str, severity: Severity = "error") -> None:
-        problem = Problem(loc.path, loc.line, loc.column, message, severity)
-        if problem not in self._seen:
-            self._seen.add(problem)
-            self.problems.append(problem)
+        if self.problems.add(Problem(loc.path, loc.line, loc.column, message, severity)):
             self.failed = self.failed or severity == "error"
 
 

@@ -30,6 +30,23 @@ class Problem:
         return f"{source}:{self.line}:{self.column}: {tag}{where}{self.message}"
 
 
+class ProblemList(list[Problem]):
+    """Problems in the order found, each once. The duplicate check is a set lookup, so collecting
+    stays linear however many problems a hostile file has."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._seen: set[Problem] = set()
+
+    def add(self, problem: Problem) -> bool:
+        """Append ``problem`` unless it is already here; True when it was new."""
+        if problem in self._seen:
+            return False
+        self._seen.add(problem)
+        self.append(problem)
+        return True
+
+
 class SdlError(Exception):
     """Raised by :func:`sdl.parse` when an SDL is invalid. Carries every problem found.
 

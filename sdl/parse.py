@@ -84,12 +84,13 @@ def _parse(text: str | bytes, source: str, strict: bool) -> Deployment:
         ) from None
     if sdl is not None:
         _schema_checks(sdl, root, dec)
+    decoded: list[Problem] = dec.problems
     if strict:
-        dec.problems = [Problem(p.path, p.line, p.column, p.message, "error") for p in dec.problems]
-    if sdl is None or any(p.severity == "error" for p in dec.problems):
-        raise SdlError(dec.problems, source)
+        decoded = [Problem(p.path, p.line, p.column, p.message, "error") for p in decoded]
+    if sdl is None or any(p.severity == "error" for p in decoded):
+        raise SdlError(decoded, source)
     result = derive(sdl, ROOT)
-    problems = dec.problems + result.problems
+    problems = decoded + result.problems
     if any(p.severity == "error" for p in problems):
         raise SdlError(problems, source)
     warnings = tuple(p for p in problems if p.severity == "warning")

@@ -21,7 +21,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -35,6 +34,7 @@ from provider.chain.port import ChainError, ChainPort
 from provider.chain.types import BidId, Coin, Event, Order, OrderId
 from provider.domain import UnitDemand
 from provider.errors import ProviderError
+from provider.files import write_private
 from provider.inventory.reservations import DEFAULT_HOLD_BLOCKS, NoFit, Reservation
 from provider.metrics import BidMetrics
 from provider.money import Dec
@@ -120,19 +120,7 @@ class BidEngine:
         """Write the cursor durably (blocking: call it off the event loop)."""
         self.config.state_dir.mkdir(parents=True, exist_ok=True)
         data = json.dumps({"chain_id": self._chain_id, "genesis": self._genesis, "cursor": cursor}).encode()
-        tmp = self.cursor_file.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        tmp.replace(self.cursor_file)
-        dir_fd = os.open(self.config.state_dir, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        write_private(self.cursor_file, data)
 
     async def _flush_cursor(self) -> None:
         cursor = self._done_cursor
@@ -195,18 +183,21 @@ class BidEngine:
             self._orders[order.id] = order
             await self.consider(order)
 
-    def _hold(self, order: Order, lease_id: str) -> None:
+    def _hold(self, order: Order, lease_id: str) -> Reservation | NoFit | None:
+        """Hold an order's capacity (allocated to ``lease_id`` when given) unless it is held already.
+        None when the order's group cannot be read or a hold existed."""
         key = str(order.id)
         if self.holds.get(key) is not None:
-            return
+            return None
         try:
             group = group_from_json(order.group)
         except (ValueError, ArithmeticError):
-            return
+            return None
         held = self.holds.reserve(key, UnitDemand.from_group(group), self.config.hold_blocks)
         if isinstance(held, Reservation) and lease_id:
             self.holds.allocate(key, lease_id)
         self.metrics.reservations.set(self.holds.count())
+        return held
 
     async def start(self) -> str:
         """Check which chain this is, register and catch up; returns the cursor to follow from."""
@@ -422,20 +413,11 @@ class BidEngine:
     async def _won(self, bid: BidId) -> None:
         key, lease_id = str(bid.order), str(bid)
         order = self._orders.pop(bid.order, None) or await self.chain.order(bid.order)
-        allocated = self.holds.allocate(key, lease_id)
-        if not allocated and not self.holds.lease_has_pods(lease_id):
+        if not self.holds.allocate(key, lease_id) and not self.holds.lease_has_pods(lease_id):
             # no hold (expired, or lost across a restart): hold again now, or refuse the lease
             await self.refresh_inventory(force=True)
-            outcome: Reservation | NoFit | None = None
-            if order is not None:
-                try:
-                    group = group_from_json(order.group)
-                    outcome = self.holds.reserve(key, UnitDemand.from_group(group), self.config.hold_blocks)
-                except (ValueError, ArithmeticError):
-                    outcome = None
-            if isinstance(outcome, Reservation):
-                allocated = self.holds.allocate(key, lease_id)
-            else:
+            outcome = self._hold(order, lease_id) if order is not None else None
+            if not isinstance(outcome, Reservation):
                 reason = outcome.reason if isinstance(outcome, NoFit) else "invalid_order"
                 lease = await self.chain.lease(bid)
                 if lease is None or lease.state != "active":
@@ -458,7 +440,7 @@ class BidEngine:
         outcome = await self._consider(order)
         if outcome != "bid":
             self.metrics.orders_skipped.labels(reason=outcome).inc()
-            if outcome not in ("already_bid",):
+            if outcome != "already_bid":
                 self._orders.pop(order.id, None)
         else:
             self.metrics.decision_seconds.observe(time.perf_counter() - started)
@@ -485,12 +467,9 @@ class BidEngine:
             if existing is None:
                 return "already_bid"
             # we hold it already (catch-up, or a retried event): does our bid exist on chain?
-            bid = await self.chain.bid(BidId(order.id, self.me))  # unreachable: raise, the event is retried
-            if bid is not None:
-                if bid.state in ("open", "active"):
-                    return "already_bid"
-                self._release(order.id, bid.state)
-                return "bid_not_open"
+            known = await self._reconcile(order)
+            if known is not None:
+                return known
             held = existing
         try:
             quote = await self._price(order, group, held)
@@ -512,10 +491,10 @@ class BidEngine:
             if e.unreachable:
                 raise  # keep the hold; the event is retried and reconciled with the chain's answer
             if e.code == "bid_exists":
-                bid = await self.chain.bid(BidId(order.id, self.me))
-                if bid is not None and bid.state == "open":
-                    return "already_bid"  # keep the hold: our earlier bid is still open
-                self._release(order.id, bid.state if bid else "missing")
+                known = await self._reconcile(order)
+                if known is not None:
+                    return known
+                self._release(order.id, "missing")
                 return "bid_not_open"
             self.holds.release(key)
             self.metrics.bids_failed.labels(code=_bounded(e.code)).inc()
@@ -530,6 +509,18 @@ class BidEngine:
         self.metrics.reservations.set(self.holds.count())
         log.info("bid placed order=%s price=%s%s", order.id, quote.amount, quote.denom)
         return "bid"
+
+    async def _reconcile(self, order: Order) -> str | None:
+        """Ask the chain for our bid on an order we hold. Alive (open, or active: won) keeps the hold:
+        "already_bid"; closed or lost releases it: "bid_not_open"; no bid on chain: None. An unreachable
+        chain raises, so the event is retried and nothing is released on no answer."""
+        bid = await self.chain.bid(BidId(order.id, self.me))
+        if bid is None:
+            return None
+        if bid.state in ("open", "active"):
+            return "already_bid"
+        self._release(order.id, bid.state)
+        return "bid_not_open"
 
     async def _price(self, order: Order, group: GroupSpec, held: Reservation) -> Quote | NoPrice:
         gpu_models: GpuModels = {p.unit_id: p.gpu for p in held.placements if p.resources.gpus}

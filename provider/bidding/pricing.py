@@ -15,7 +15,6 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from decimal import Decimal
 from fractions import Fraction
 from typing import Protocol
 
@@ -231,8 +230,5 @@ class ScriptPricing:
         text = out[:MAX_SCRIPT_OUTPUT].decode(errors="replace").strip()
         if not _PLAIN_DECIMAL.match(text):
             return NoPrice("pricing_failed", f"price script printed {text[:50]!r}, not a plain decimal number")
-        try:
-            amount = Dec.from_decimal(Decimal(text), "ceiling")  # Decimal(text) is exact whatever its length
-        except MoneyError as e:
-            return NoPrice("pricing_failed", f"price script printed {text[:50]!r}: {e}")
-        return finish(amount.quantize(PRICE_DECIMALS, "ceiling"), group)
+        # exact whatever its length, then rounded up once to the denom's 6 decimals
+        return finish(Dec.from_fraction(Fraction(text), PRICE_DECIMALS, "ceiling"), group)

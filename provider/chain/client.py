@@ -245,8 +245,7 @@ class ChainClient:
     async def withdraw_lease(self, lease_id: BidId) -> Coin:
         lease = {**lease_id.order.to_json(), "provider": lease_id.provider}
         result = await self.submit("lease.withdraw", {"lease": lease})
-        amount = result.get("withdrawn", {})
-        return Coin.from_json(amount) if isinstance(amount, dict) else Coin("", Dec.parse(str(amount)))
+        return Coin.from_json(result["withdrawn"])
 
 
 async def put_manifest(url: str, manifest_json: str, tenant: str, timeout: float = 30.0) -> None:

@@ -11,9 +11,8 @@ import fcntl
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from provider.errors import ProviderError
+from provider.files import write_private
 
 ADDRESS_PREFIX = "gp1"
 
@@ -158,7 +158,7 @@ class Keyring:
                 raise KeyringError(f"a key named {name!r} already exists in {self.path}")
             key = key or Key.generate(name)
             keys[name] = base64.b64encode(key.seed_bytes()).decode()
-            _write_private(self.path, json.dumps(keys, indent=2).encode())
+            write_private(self.path, json.dumps(keys, indent=2).encode())
         return key
 
 
@@ -170,26 +170,3 @@ def _locked(path: Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)  # closing releases the lock
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    """Atomically replace ``path`` with ``data``, readable by the owner only."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o600)
-        os.write(fd, data)
-        os.fsync(fd)
-        os.close(fd)
-        fd = -1
-        os.replace(tmp, path)
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except BaseException:
-        if fd >= 0:
-            os.close(fd)
-        with suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise

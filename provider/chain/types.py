@@ -67,12 +67,17 @@ class Order:
     created_height: int
 
     def max_price(self) -> Coin:
-        units = self.group.get("resources", [])
-        denom = units[0]["price"]["denom"] if units else ""
-        total = ZERO
-        for u in units:
-            total += Dec.parse(str(u["price"]["amount"])).times(int(u["count"]))
-        return Coin(denom, total)
+        return max_price_of(self.group)
+
+
+def max_price_of(group: dict[str, Any]) -> Coin:
+    """A group spec's (Akash JSON) maximum per block: the sum of price x count over its units."""
+    units = group.get("resources", [])
+    denom = units[0]["price"]["denom"] if units else ""
+    total = ZERO
+    for u in units:
+        total += Dec.parse(str(u["price"]["amount"])).times(int(u["count"]))
+    return Coin(denom, total)
 
 
 @dataclass(frozen=True, slots=True)

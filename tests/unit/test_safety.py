@@ -18,7 +18,8 @@ import pytest
 
 from provider.chain.keys import Keyring
 from provider.cli import build_parser
-from provider.devcluster import MARKER, DevCluster, DevClusterError, _write_private
+from provider.devcluster import MARKER, DevCluster, DevClusterError
+from provider.files import write_private
 from tests.conftest import REPO
 
 
@@ -74,7 +75,7 @@ def test_private_files_are_never_readable_by_others(tmp_path: Path) -> None:
     target = tmp_path / "ca.key"
     target.write_text("old")
     target.chmod(0o644)
-    _write_private(target, b"secret")
+    write_private(target, b"secret")
     assert mode(target) == 0o600 and target.read_bytes() == b"secret"
 
 

@@ -14,7 +14,6 @@ import re
 import secrets
 import sqlite3
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from provider.chain.keys import SignatureError, verify_tx
+from provider.chain.types import max_price_of
 from provider.money import ZERO, Dec, MoneyError
 from sdl import group_limit_problems
 from sdl.spec import group_from_json
@@ -135,7 +135,6 @@ class Chain:
     def __init__(self, path: Path | str, params: ChainParams | None = None) -> None:
         self.params = params or ChainParams()
         self.lock = threading.RLock()
-        self.new_events = threading.Condition(self.lock)
         self.db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
@@ -286,15 +285,6 @@ class Chain:
             ).fetchall()
         return [{"height": r[0], "index": r[1], "type": r[2], "data": json.loads(r[3])} for r in rows]
 
-    def wait_events(self, after: tuple[int, int] | None, limit: int, timeout: float) -> list[dict[str, Any]]:
-        deadline = time.monotonic() + timeout
-        with self.new_events:
-            found = self.events(after, limit)
-            while not found and (left := deadline - time.monotonic()) > 0:
-                self.new_events.wait(left)
-                found = self.events(after, limit)
-        return found
-
     # -- faucet (a mock-chain convenience) --------------------------------------------------------
     def fund(self, address: str, denom: str, amount: Dec) -> None:
         if not self.params.faucet:
@@ -307,8 +297,6 @@ class Chain:
         self._notify()
 
     def _notify(self) -> None:
-        with self.new_events:
-            self.new_events.notify_all()
         for callback in self._listeners:
             callback()
 
@@ -478,17 +466,12 @@ class Chain:
         if order[0] != "open":
             raise TxError("order_not_open", f"order {'/'.join(map(str, key))} is {order[0]}")
         denom, price = _coin(msg.get("price"), "price")
-        spec = json.loads(order[1])
-        units = spec.get("resources", [])
-        max_denom = units[0]["price"]["denom"] if units else ""
-        max_price = ZERO
-        for u in units:
-            max_price += Dec.parse(str(u["price"]["amount"])).times(int(u["count"]))
-        if denom != max_denom:
-            raise TxError("invalid_price", f"bid denom {denom} differs from the order's {max_denom}")
-        if price <= ZERO or price > max_price:
+        cap = max_price_of(json.loads(order[1]))
+        if denom != cap.denom:
+            raise TxError("invalid_price", f"bid denom {denom} differs from the order's {cap.denom}")
+        if price <= ZERO or price > cap.amount:
             raise TxError(
-                "invalid_price", f"bid price {price} must be above 0 and at most the order's {max_price} {denom}"
+                "invalid_price", f"bid price {price} must be above 0 and at most the order's {cap.amount} {denom}"
             )
         dep_denom, deposit = _coin(msg.get("deposit"), "deposit")
         if deposit < self.params.min_bid_deposit:
