@@ -25,9 +25,11 @@ lint: $(STAMP)
 	$(BIN)/lint-imports
 
 # Lint, types, import contracts, then every test: unit, SDL conformance, market, and the cluster
-# tests against a real control plane (built here once from hack/devcluster, then cached; ~10 min cold).
+# tests against a real control plane with a real worker node (its Debian packages installed and its
+# components built here once from hack/devcluster, then cached by pin hash).
 test: lint
-	bash hack/devcluster/build.sh >/dev/null
+	bash hack/devcluster/host-packages.sh
+	bash hack/devcluster/build.sh --real-node >/dev/null
 	$(BIN)/python -m pytest
 
 devcluster: $(STAMP)

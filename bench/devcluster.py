@@ -74,7 +74,7 @@ def main() -> None:
         cluster.up()  # default pool: 9 nodes
         print(f"warm up (default pool, 9 nodes, components built): {time.monotonic() - t0:.1f} s")
         try:
-            state = cluster._load()
+            state = cluster.load()
             assert state is not None
             per = {name: rss_mib(pid) for name, pid in state.pids.items()}
             print(
@@ -109,7 +109,7 @@ def main() -> None:
                 f"{running} of {args.pods} pods Running on {args.nodes} simulated GPU nodes "
                 f"({gpu_pods} holding one nvidia.com/gpu each) in {elapsed:.1f} s ({running / elapsed:.0f} pods/s)"
             )
-            state = big._load()
+            state = big.load()
             assert state is not None
             per = {name: rss_mib(pid) for name, pid in state.pids.items()}
             print(

@@ -101,7 +101,7 @@ def _add_sdl(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _cmd_devcluster(args: argparse.Namespace) -> int:
-    from provider.devcluster import cli_command
+    from provider.devcluster.cli import cli_command
 
     return cli_command(args)
 
@@ -118,9 +118,27 @@ def _add_devcluster(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     up.add_argument("--taint", action="store_true", help="taint GPU nodes with nvidia.com/gpu=present:NoSchedule")
     up.add_argument("--timeout", type=_seconds, default=180.0, metavar="SECONDS", help="how long to wait for readiness")
-    s.add_parser("down", help="stop every process it started and remove its state")
+    up.add_argument(
+        "--real-node",
+        action="store_true",
+        help="add one real worker node (kubelet, containerd, CNI, kube-proxy, CoreDNS, NetworkPolicy, a fake GPU "
+        "device plugin), a registry and an ingress controller; needs root, one per host",
+    )
+    up.add_argument(
+        "--real-node-gpus", default="h200:2", metavar="MODEL:COUNT", help="fake GPUs the real node advertises"
+    )
+    s.add_parser("down", help="stop every process it started, undo its host changes and remove its state")
     s.add_parser("status", help="show components, nodes and the kubeconfig path")
-    for cmd in s.choices.values():
+    image = s.add_parser("image", help="images for the real node, without Docker")
+    isub = image.add_subparsers(dest="image_command", required=True, metavar="COMMAND")
+    build = isub.add_parser("build", help="pack DIR as one layer, push it as NAME to the cluster's registry")
+    build.add_argument("name", metavar="NAME", help="repo[:tag], e.g. tools/echo:1")
+    build.add_argument("dir", metavar="DIR", help="the image's root filesystem")
+    build.add_argument("--entrypoint", metavar="ARGS", help="comma-separated, e.g. /bin/sh,-c")
+    build.add_argument("--cmd", metavar="ARGS", help="comma-separated default arguments")
+    for cmd in [*s.choices.values(), build]:
+        if cmd is image:
+            continue
         cmd.add_argument(
             "--state-dir",
             metavar="DIR",

@@ -9,6 +9,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from kubernetes import client, config
@@ -18,8 +19,15 @@ from provider.devcluster import DevCluster, DevClusterError
 OPT_IN = "GPU_PROVIDER_TESTS_USE_KUBECONFIG"  # =1: run against the cluster KUBECONFIG names (it must be disposable)
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that bring a real node up and down themselves run first, before the session's cluster (which
+    has the host's one real node) exists."""
+    items.sort(key=lambda item: 0 if item.get_closest_marker("host_cycle") else 1)
+
+
 @pytest.fixture(scope="session")
-def kubeconfig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+def devcluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevCluster | None]:
+    """The session's dev cluster, with a real node; None when KUBECONFIG names another cluster."""
     named = os.environ.get("KUBECONFIG")
     if named:
         # these tests create and delete Nodes: never against a cluster this session did not create
@@ -30,17 +38,38 @@ def kubeconfig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
                 "if that cluster is disposable.",
                 pytrace=False,
             )
-        yield Path(named)
+        yield None
         return
     cluster = DevCluster(tmp_path_factory.mktemp("devcluster") / "state")
     try:
-        path = cluster.up(timeout=300)
+        cluster.up(timeout=300, real_node=True)
     except DevClusterError as e:
         pytest.fail(f"the dev cluster could not start: {e}", pytrace=False)
     try:
-        yield path
+        yield cluster
     finally:
         cluster.down()
+
+
+@pytest.fixture(scope="session")
+def kubeconfig(devcluster: DevCluster | None) -> Path:
+    return devcluster.kubeconfig if devcluster is not None else Path(os.environ["KUBECONFIG"])
+
+
+@pytest.fixture(scope="session")
+def devcluster_state(devcluster: DevCluster | None) -> Path:
+    if devcluster is None:
+        pytest.fail("this test needs the session's own dev cluster (unset KUBECONFIG)", pytrace=False)
+    return devcluster.dir
+
+
+@pytest.fixture(scope="session")
+def real_node(devcluster: DevCluster | None) -> dict[str, Any]:
+    """What the session cluster's real node offers: name, ip, gpus, registry, ingress URL, busybox image."""
+    state = devcluster.load() if devcluster is not None else None
+    if state is None or not state.real_node.get("busybox"):
+        pytest.fail("these tests need the session's dev cluster with its real node (unset KUBECONFIG)", pytrace=False)
+    return state.real_node
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,8 @@ import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from provider.devcluster import DevCluster, _alive, build_binaries, parse_pool
+from provider.devcluster import DevCluster, build_binaries, parse_pool
+from provider.devcluster.procs import alive as _alive
 
 pytestmark = pytest.mark.cluster
 H100 = "NVIDIA-H100-80GB-HBM3"
@@ -187,7 +188,7 @@ def test_helm_lint_and_install(kubeconfig: Path, namespace: str, api: client.Api
 def test_down_leaves_no_process_and_no_state(tmp_path: Path) -> None:
     cluster = DevCluster(tmp_path / "second")
     cluster.up(pool="cpu:1", timeout=180)
-    state = cluster._load()
+    state = cluster.load()
     assert state is not None
     pids = list(state.pids.values())
     assert len(pids) == 5 and all(_alive(p) for p in pids)
@@ -199,7 +200,7 @@ def test_down_leaves_no_process_and_no_state(tmp_path: Path) -> None:
     for secret in secrets:
         assert stat.S_IMODE(secret.stat().st_mode) == 0o600, secret
     assert cluster.up(pool="cpu:1", timeout=60) == cluster.kubeconfig  # up twice is safe
-    assert cluster._load() == state
+    assert cluster.load() == state
     cluster.down()
     assert not any(_alive(p) for p in pids)
     assert not (tmp_path / "second").exists()
