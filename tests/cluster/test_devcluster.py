@@ -5,10 +5,7 @@ from __future__ import annotations
 import os
 import stat
 import subprocess
-import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 from kubernetes import client
@@ -16,19 +13,10 @@ from kubernetes.client.rest import ApiException
 
 from provider.devcluster import DevCluster, build_binaries, parse_pool
 from provider.devcluster.procs import alive as _alive
+from tests.cluster.waiting import wait_for
 
 pytestmark = pytest.mark.cluster
 H100 = "NVIDIA-H100-80GB-HBM3"
-
-
-def wait_for(check: Callable[[], Any], timeout: float = 60, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.25)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def gpu_deployment(name: str, gpus: int, product: str | None = None, limits: int | None = None) -> client.V1Deployment:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from provider.inventory.nvml import Probe
 from provider.inventory.reservations import NoFit, Reservations
 from provider.inventory.service import ClusterInventory
 from provider.kube import Kube
+from tests.cluster.waiting import wait_for
 from tests.unit.fake_nvml import H100, FakeNvml
 
 pytestmark = pytest.mark.cluster
@@ -69,15 +69,6 @@ def gpu_pod(name: str, node: str, gpus: int) -> client.V1Pod:
             ],
         ),
     )
-
-
-def wait_for(check: object, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():  # type: ignore[operator]
-            return
-        time.sleep(0.2)
-    raise AssertionError("timed out")
 
 
 def test_inventory_follows_pods_within_one_refresh(kube: Kube, api: client.ApiClient, namespace: str) -> None:

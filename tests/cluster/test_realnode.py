@@ -11,7 +11,6 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,20 +19,10 @@ from kubernetes import client
 
 from provider.devcluster import DevCluster, DevClusterError
 from provider.devcluster.realnode import RUN_ROOT, VAR_ROOT, RealNode
+from tests.cluster.waiting import wait_for
 
 pytestmark = pytest.mark.cluster
 REAL = {"gpu-provider.dev/real-node": "true"}
-
-
-def wait_for(check: Callable[[], Any], timeout: float = 120, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.25)
-    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
 
 
 def pod(
@@ -117,6 +106,12 @@ def service(
     return created
 
 
+def web_service(core: client.CoreV1Api, ns: str, name: str, image: str, text: str) -> client.V1Service:
+    """A web server pod answering ``text`` and a ClusterIP Service named after it."""
+    web_server(core, ns, name, image, text)
+    return service(core, ns, name)
+
+
 # -- the node ------------------------------------------------------------------------------------------
 
 
@@ -176,8 +171,7 @@ def test_clusterip_and_nodeport_services_answer(
     api: client.ApiClient, namespace: str, real_node: dict[str, Any]
 ) -> None:
     core = client.CoreV1Api(api)
-    web_server(core, namespace, "web", real_node["busybox"], "served by web")
-    cluster_ip = service(core, namespace, "web")
+    cluster_ip = web_service(core, namespace, "web", real_node["busybox"], "served by web")
     node_port = service(core, namespace, "web-np", "NodePort", selector="web")
     url = f"http://{cluster_ip.spec.cluster_ip}/"
     assert wait_for(lambda: http_get(url) == (200, "served by web\n"), 60, f"{url} to answer")
@@ -190,8 +184,7 @@ def test_a_pod_resolves_another_service_by_name(
     api: client.ApiClient, namespace: str, real_node: dict[str, Any]
 ) -> None:
     core = client.CoreV1Api(api)
-    web_server(core, namespace, "backend", real_node["busybox"], "backend")
-    svc = service(core, namespace, "backend")
+    svc = web_service(core, namespace, "backend", real_node["busybox"], "backend")
     # the short name through the pod's search path (busybox's nslookup also reports the search domains
     # that miss, and exits 1 for them), then the absolute name, which must resolve
     lookup = f"nslookup backend; echo ---; nslookup backend.{namespace}.svc.cluster.local."
@@ -209,8 +202,7 @@ def test_an_ingress_with_a_host_routes_to_the_pod(
     api: client.ApiClient, namespace: str, real_node: dict[str, Any]
 ) -> None:
     core, net = client.CoreV1Api(api), client.NetworkingV1Api(api)
-    web_server(core, namespace, "site", real_node["busybox"], "through the ingress")
-    service(core, namespace, "site")
+    web_service(core, namespace, "site", real_node["busybox"], "through the ingress")
     host = f"site.{namespace}.ingress.test"
     backend = client.V1IngressBackend(
         service=client.V1IngressServiceBackend(name="site", port=client.V1ServiceBackendPort(number=80))
