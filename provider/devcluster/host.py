@@ -42,12 +42,18 @@ def nft_tables() -> list[str]:
     return [line.removeprefix("table ").strip() for line in out.splitlines() if line.startswith("table ")]
 
 
+def ipsets() -> list[str]:
+    """Every ipset's name (kube-router keeps NetworkPolicy address sets in them)."""
+    return run(["ipset", "list", "-n"], check=False).stdout.split()
+
+
 @dataclass
 class Ledger:
     sysctls: dict[str, str] = field(default_factory=dict)  # path -> value before we changed it
     links: list[str] = field(default_factory=list)  # interfaces we created
     paths: list[str] = field(default_factory=list)  # directories that did not exist before we made them
     nft_before: list[str] = field(default_factory=list)  # tables that existed before up
+    ipsets_before: list[str] | None = None  # ipsets that existed before up (None: not taken yet)
     roots: list[str] = field(default_factory=list)  # trees whose mounts are ours
     cgroup_roots: list[str] = field(default_factory=list)  # cgroup directories (per hierarchy) that are ours
 
@@ -77,9 +83,12 @@ class Host:
         self.ledger.save(self.path)
 
     def snapshot_nft(self) -> None:
+        """Remember the nftables tables and ipsets that exist now: undo deletes only the others."""
         if not self.ledger.nft_before:
             self.ledger.nft_before = nft_tables() or ["(none)"]
-            self._save()
+        if self.ledger.ipsets_before is None:
+            self.ledger.ipsets_before = ipsets()
+        self._save()
 
     def sysctl(self, name: str, value: str) -> None:
         path = "/proc/sys/" + name.replace(".", "/")
@@ -157,6 +166,12 @@ class Host:
                     proc = run(["nft", "delete", "table", family, name], check=False)
                     if proc.returncode != 0:
                         problems.append(f"nft table {table}: {proc.stderr.strip()}")
+        if self.ledger.ipsets_before is not None:  # after the rules that reference them are gone
+            for name in ipsets():
+                if name not in self.ledger.ipsets_before:
+                    proc = run(["ipset", "destroy", name], check=False)
+                    if proc.returncode != 0:
+                        problems.append(f"ipset {name}: {proc.stderr.strip()}")
         for path, value in self.ledger.sysctls.items():
             try:
                 Path(path).write_text(value)

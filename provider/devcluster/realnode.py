@@ -133,6 +133,16 @@ class RealNode:
                 RealNode(other).down(state)  # left behind by a crashed run: undo it with its own ledger
         if owner is None and RUN_ROOT.exists():
             raise DevClusterError(f"{RUN_ROOT} exists without an owner file; remove it by hand if nothing uses it")
+        if owner is None:
+            foreign = [str(h / "kubepods") for h in cgroup_hierarchies() if (h / "kubepods").exists()]
+            if foreign:
+                raise DevClusterError(
+                    f"another kubelet runs on this host ({foreign[0]} exists); it cannot host a real node"
+                )
+            for subnet in (NODE_ADDRESS, POD_SUBNET):
+                out = run(["ip", "-o", "-4", "addr", "show", "to", subnet], check=False).stdout.splitlines()
+                if out:
+                    raise DevClusterError(f"{subnet} is already used on this host: {out[0]}")
 
     @staticmethod
     def _owner() -> Path | None:
@@ -193,19 +203,9 @@ class RealNode:
         self.host.snapshot_nft()
         for fixed in (POD_LOGS, CNI_CACHE, DEVICE_PLUGINS):
             self.host.make_dir(fixed)  # recorded only when we create it
-        for hierarchy in cgroup_hierarchies():
-            if not (hierarchy / "kubepods").exists():
-                self.host.own_cgroup("kubepods")
+        self.host.own_cgroup("kubepods")  # preflight made sure no other kubelet has one
         self.host.sysctl("net.ipv4.ip_forward", "1")
         self.host.sysctl("net.bridge.bridge-nf-call-iptables", "1")
-        for subnet in (NODE_ADDRESS, POD_SUBNET):
-            used = [
-                line
-                for line in run(["ip", "-o", "-4", "addr", "show", "to", subnet], check=False).stdout.splitlines()
-                if line.split()[1] not in (NODE_BRIDGE, POD_BRIDGE)
-            ]
-            if used:
-                raise DevClusterError(f"{subnet} is already used on this host: {used[0]}")
         self.host.bridge(NODE_BRIDGE, NODE_ADDRESS)
         self.host.own_link(POD_BRIDGE)  # the CNI bridge plugin creates it with the first pod
 
@@ -244,11 +244,13 @@ class RealNode:
             ],
         }
         (cni_conf / "10-gpu-provider-dev.conflist").write_text(json.dumps(conflist, indent=2))
-        runc_options = f'runtime_type = "io.containerd.runc.v2"\n    [{{}}.options]\n      BinaryName = "{RUNC}"\n'
         runtimes = ""
         for handler in ("runc", "nvidia"):  # nvidia: the test double of the NVIDIA container runtime
             table = f'plugins."io.containerd.cri.v1.runtime".containerd.runtimes.{handler}'
-            runtimes += f"  [{table}]\n    " + runc_options.replace("{}", table)
+            runtimes += (
+                f'  [{table}]\n    runtime_type = "io.containerd.runc.v2"\n'
+                f'    [{table}.options]\n      BinaryName = "{RUNC}"\n'
+            )
         config = f"""version = 4
 root = "{VAR_ROOT / "containerd"}"
 state = "{RUN_ROOT / "containerd"}"

@@ -367,6 +367,7 @@ def host_snapshot() -> dict[str, Any]:
         "mounts": mounts,
         "links": [line.split(":")[1].strip().split("@")[0] for line in lines(["ip", "-o", "link"])],
         "nft": lines(["nft", "list", "ruleset"]),
+        "ipsets": lines(["ipset", "list", "-n"]),
         "sysctls": sysctls,
         "paths": paths,
         "cgroups": cgroups,
