@@ -32,7 +32,7 @@ def ready_times(core: client.CoreV1Api, ns: str, names: list[str], timeout: floa
     while len(out) < len(names) and time.monotonic() < deadline:
         for p in core.list_namespaced_pod(ns).items:
             name = p.metadata.name
-            if name in out:
+            if name in out or name not in names:
                 continue
             for c in p.status.conditions or []:
                 if c.type == "Ready" and c.status == "True":
@@ -41,7 +41,23 @@ def ready_times(core: client.CoreV1Api, ns: str, names: list[str], timeout: floa
     return out
 
 
-def run(pods: int) -> None:
+def bench_pod(name: str, image: str, selector: dict[str, str]) -> client.V1Pod:
+    res = {"cpu": "10m", "memory": "16Mi"}
+    return client.V1Pod(
+        metadata=client.V1ObjectMeta(name=name),
+        spec=client.V1PodSpec(
+            node_selector=selector,
+            termination_grace_period_seconds=0,
+            containers=[
+                client.V1Container(
+                    name="main", image=image, resources=client.V1ResourceRequirements(requests=res, limits=res)
+                )
+            ],
+        ),
+    )
+
+
+def run(pods: int, sequential: int) -> None:
     build_binaries(real_node=True)
     with tempfile.TemporaryDirectory() as tmp:
         cluster = DevCluster(Path(tmp) / "state")
@@ -57,12 +73,25 @@ def run(pods: int) -> None:
             t0 = time.monotonic()
             with tempfile.TemporaryDirectory() as rootfs_tmp:
                 root = busybox_rootfs(Path(rootfs_tmp))
-                for i in range(pods):
+                for i in range(pods + sequential):
                     (root / "id").write_text(f"{i}\n")  # a layer of its own: every pod pulls
                     refs.append(registry.build(f"bench/p{i}:1", root, ["/bin/sleep", "3600"]))
-            print(f"pushed {pods} one-layer busybox images in {time.monotonic() - t0:.1f} s")
+            print(f"pushed {pods + sequential} one-layer busybox images in {time.monotonic() - t0:.1f} s")
             api = config.new_client_from_config(config_file=str(cluster.kubeconfig))
             core = client.CoreV1Api(api)
+            # one pod at a time first: the latency of a pull and a start with nothing else going on
+            core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name="bench-one")))
+            single = []
+            for i, ref in enumerate(refs[:sequential]):
+                core.create_namespaced_pod("bench-one", bench_pod(f"s{i}", ref, {"gpu-provider.dev/real-node": "true"}))
+                single += list(ready_times(core, "bench-one", [f"s{i}"]).values())
+            if single:
+                print(
+                    f"real node, one pod at a time ({len(single)} pods, each its own image): pull + start to Ready "
+                    f"p50 {statistics.median(single):.1f} s, max {max(single):.1f} s"
+                )
+            core.delete_namespace("bench-one")
+            refs = refs[sequential:]
             for where, selector in (
                 ("real node", {"gpu-provider.dev/real-node": "true"}),
                 ("KWOK node", {"kubernetes.io/hostname": "sim-cpu-0"}),
@@ -73,24 +102,7 @@ def run(pods: int) -> None:
                 for i, ref in enumerate(refs):
                     name = f"p{i}"
                     names.append(name)
-                    res = {"cpu": "10m", "memory": "16Mi"}
-                    core.create_namespaced_pod(
-                        ns,
-                        client.V1Pod(
-                            metadata=client.V1ObjectMeta(name=name),
-                            spec=client.V1PodSpec(
-                                node_selector=selector,
-                                termination_grace_period_seconds=0,
-                                containers=[
-                                    client.V1Container(
-                                        name="main",
-                                        image=ref,
-                                        resources=client.V1ResourceRequirements(requests=res, limits=res),
-                                    )
-                                ],
-                            ),
-                        ),
-                    )
+                    core.create_namespaced_pod(ns, bench_pod(name, ref, selector))
                 times = list(ready_times(core, ns, names).values())
                 if len(times) < len(names):
                     print(f"{where}: only {len(times)}/{len(names)} pods became Ready")
@@ -108,9 +120,10 @@ def run(pods: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--pods", type=int, default=50)
+    parser.add_argument("--pods", type=int, default=50, help="pods started at once, on each kind of node")
+    parser.add_argument("--sequential", type=int, default=10, help="pods started one at a time first")
     args = parser.parse_args()
-    run(args.pods)
+    run(args.pods, args.sequential)
 
 
 if __name__ == "__main__":
