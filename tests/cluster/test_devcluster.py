@@ -176,20 +176,22 @@ def test_helm_lint_and_install(kubeconfig: Path, namespace: str, api: client.Api
 def test_down_leaves_no_process_and_no_state(tmp_path: Path) -> None:
     cluster = DevCluster(tmp_path / "second")
     cluster.up(pool="cpu:1", timeout=180)
-    state = cluster.load()
-    assert state is not None
-    pids = list(state.pids.values())
-    assert len(pids) == 5 and all(_alive(p) for p in pids)
-    # private keys and kubeconfigs are the owner's only, in directories only the owner can enter
-    for d in (cluster.dir, cluster.pki):
-        assert stat.S_IMODE(d.stat().st_mode) == 0o700, d
-    secrets = [*cluster.pki.glob("*.key"), *cluster.dir.glob("*.kubeconfig")]
-    assert {p.name for p in secrets} >= {"ca.key", "sa.key", "apiserver.key", "admin.key", "admin.kubeconfig"}
-    for secret in secrets:
-        assert stat.S_IMODE(secret.stat().st_mode) == 0o600, secret
-    assert cluster.up(pool="cpu:1", timeout=60) == cluster.kubeconfig  # up twice is safe
-    assert cluster.load() == state
-    cluster.down()
+    try:
+        state = cluster.load()
+        assert state is not None
+        pids = list(state.pids.values())
+        assert len(pids) == 5 and all(_alive(p) for p in pids)
+        # private keys and kubeconfigs are the owner's only, in directories only the owner can enter
+        for d in (cluster.dir, cluster.pki):
+            assert stat.S_IMODE(d.stat().st_mode) == 0o700, d
+        secrets = [*cluster.pki.glob("*.key"), *cluster.dir.glob("*.kubeconfig")]
+        assert {p.name for p in secrets} >= {"ca.key", "sa.key", "apiserver.key", "admin.key", "admin.kubeconfig"}
+        for secret in secrets:
+            assert stat.S_IMODE(secret.stat().st_mode) == 0o600, secret
+        assert cluster.up(pool="cpu:1", timeout=60) == cluster.kubeconfig  # up twice is safe
+        assert cluster.load() == state
+    finally:
+        cluster.down()  # also when an assertion above failed: no orphaned control plane
     assert not any(_alive(p) for p in pids)
     assert not (tmp_path / "second").exists()
     leftovers = subprocess.run(["pgrep", "-f", str(tmp_path / "second")], check=False, capture_output=True, text=True)
