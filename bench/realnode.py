@@ -17,7 +17,8 @@ sys.path.insert(0, str(REPO))
 from kubernetes import client, config  # noqa: E402
 
 from provider.devcluster import DevCluster, build_binaries  # noqa: E402
-from provider.devcluster.registry import Registry, busybox_rootfs  # noqa: E402
+from provider.devcluster.realnode import registry_of  # noqa: E402
+from provider.devcluster.registry import busybox_rootfs  # noqa: E402
 
 
 def pct(values: list[float], q: float) -> float:
@@ -67,8 +68,7 @@ def run(pods: int, sequential: int) -> None:
         try:
             state = cluster.load()
             assert state is not None
-            node = state.real_node
-            registry = Registry(Path(state.bin_dir) / "crane", int(node["registry"].rsplit(":", 1)[1]))
+            registry = registry_of(state)
             refs = []
             t0 = time.monotonic()
             with tempfile.TemporaryDirectory() as rootfs_tmp:

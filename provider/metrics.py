@@ -45,7 +45,7 @@ class BidMetrics:
         )
         self.events_failed = Counter(
             "gpu_provider_chain_events_failed_total",
-            "Chain events that could not be handled and were skipped, by reason (malformed | internal).",
+            "Chain events that could not be handled and were skipped, by reason (malformed | refused | internal).",
             ["reason"],
             registry=registry,
         )

@@ -159,7 +159,7 @@ start=$(date +%s)
 if [ "${#todo[@]}" -gt 0 ]; then
   say "building ${todo[*]} ($jobs_max at a time; logs in $cache_root/parts/*.log); a cold build of every part took 14 min on 2 cores"
 fi
-declare -A PID_OF=() STARTED=()
+declare -A PID_OF=()
 run_part() {
   local p="$1" d="${DIRS[$1]}" t0
   t0=$(date +%s)
@@ -201,7 +201,7 @@ trap '[ -n "$hb" ] && kill "$hb" 2>/dev/null; true' EXIT
 for p in "${todo[@]}"; do
   while [ "${#PID_OF[@]}" -ge "$jobs_max" ]; do reap; done
   say "building $p"
-  run_part "$p" & PID_OF[$p]=$!; STARTED[$p]=$(date +%s)
+  run_part "$p" & PID_OF[$p]=$!
   echo "${!PID_OF[*]}" >"$cache_root/parts/.running"
 done
 while [ "${#PID_OF[@]}" -gt 0 ]; do reap; echo "${!PID_OF[*]}" >"$cache_root/parts/.running"; done

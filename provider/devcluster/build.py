@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 from provider.devcluster.errors import DevClusterError
@@ -64,7 +63,3 @@ def build_binaries(real_node: bool = False, progress: bool = False) -> Path:
     if missing:
         raise DevClusterError(f"{bin_dir} lacks {', '.join(missing)}; remove {bin_dir.parent} and build again")
     return bin_dir
-
-
-def progress_wanted() -> bool:
-    return sys.stderr.isatty()

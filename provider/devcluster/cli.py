@@ -32,12 +32,12 @@ def cli_command(args: argparse.Namespace) -> int:
         cluster.down()
         return 0
     if args.devcluster_command == "image":
-        from provider.devcluster.registry import Registry
+        from provider.devcluster.realnode import registry_of
 
         state = cluster.load()
-        if state is None or not state.real_node.get("registry"):
-            raise DevClusterError("no registry: start the dev cluster with `gpu-provider devcluster up --real-node`")
-        registry = Registry(Path(state.bin_dir) / "crane", int(state.real_node["registry"].rsplit(":", 1)[1]))
+        if state is None:
+            raise DevClusterError("the dev cluster is not up; run: gpu-provider devcluster up --real-node")
+        registry = registry_of(state)
         entrypoint = args.entrypoint.split(",") if args.entrypoint else []
         print(registry.build(args.name, Path(args.dir), entrypoint, args.cmd.split(",") if args.cmd else None))
         return 0

@@ -373,7 +373,7 @@ class DevCluster:
 
             RealNode(self).down(state)
         if state is not None:
-            self.stop(state, [c for c in reversed(COMPONENTS) if c in state.pids] + list(state.pids))
+            self.stop(state, list(reversed(state.pids)))  # newest first; the real node's are gone already
         if self.dir.exists():
             shutil.rmtree(self.dir)
 

@@ -214,3 +214,18 @@ def _remove_cgroup(relative: str) -> list[str]:
             except OSError as e:
                 problems.append(f"cgroup {d}: {e.strerror}")
     return problems
+
+
+def cgroup_procs(relative: str) -> list[int]:
+    """Every process in the cgroup ``relative`` or below it, in any hierarchy."""
+    pids: set[int] = set()
+    for hierarchy in cgroup_hierarchies():
+        top = hierarchy / relative
+        if not top.is_dir():
+            continue
+        for procs_file in top.rglob("cgroup.procs"):
+            try:
+                pids.update(int(p) for p in procs_file.read_text().split())
+            except (OSError, ValueError):
+                continue
+    return sorted(pids)

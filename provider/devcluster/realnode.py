@@ -28,17 +28,15 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from provider.devcluster import ingress, pki, procs
+from provider.devcluster.cluster import DevCluster, State, node_ready
 from provider.devcluster.errors import DevClusterError
-from provider.devcluster.host import Host, cgroup_hierarchies, run
+from provider.devcluster.host import Host, cgroup_hierarchies, cgroup_procs, run
 from provider.devcluster.pool import GPU_MODELS, POOL_LABEL, gfd_labels
 from provider.devcluster.registry import BUSYBOX, Registry, answers
 from provider.files import write_private
-
-if TYPE_CHECKING:
-    from provider.devcluster.cluster import DevCluster, State
 
 VAR_ROOT = Path("/var/lib/gpu-provider-devcluster")
 RUN_ROOT = Path("/run/gpu-provider-devcluster")
@@ -91,6 +89,13 @@ def _http_ok(url: str) -> bool:
         return False
 
 
+def registry_of(state: State) -> Registry:
+    """The registry of a cluster's real node (the `image build` command and the benchmarks push to it)."""
+    if not state.real_node.get("registry"):
+        raise DevClusterError("no registry: start the dev cluster with `gpu-provider devcluster up --real-node`")
+    return Registry(Path(state.bin_dir) / "crane", state.ports["node-registry"])
+
+
 def _answers(url: str) -> Callable[[], bool]:
     return lambda: _http_ok(url)
 
@@ -118,8 +123,6 @@ class RealNode:
             raise DevClusterError("--real-node needs cgroups mounted under /sys/fs/cgroup")
         owner = self._owner()
         if owner is not None and owner != self.cluster.dir:
-            from provider.devcluster.cluster import DevCluster
-
             other = DevCluster(owner)
             state = other.load()
             if state is not None and other.ours(state, "kubelet"):
@@ -196,7 +199,6 @@ class RealNode:
         self.cluster.save(state)
 
     def _host_setup(self) -> None:
-        RUN_ROOT.mkdir(mode=0o755, exist_ok=True)
         self.host.own_tree(RUN_ROOT)
         OWNER.write_text(str(self.cluster.dir))
         self.host.own_tree(VAR_ROOT)
@@ -432,8 +434,6 @@ disabled_plugins = ["io.containerd.nri.v1.nri", "io.containerd.tracing.processor
 
         def ready() -> bool:
             status, body = c.api("GET", f"/api/v1/nodes/{name}")
-            from provider.devcluster.cluster import node_ready
-
             return status == 200 and node_ready(body)
 
         c.wait(ready, timeout, f"the real node {name} to become Ready", "kubelet")
@@ -546,7 +546,7 @@ disabled_plugins = ["io.containerd.nri.v1.nri", "io.containerd.tracing.processor
         shim = str(Path(state.bin_dir) / "containerd-shim-runc-v2")
         procs.kill_all(procs.pids_running(shim))
         if "kubepods" in self.host.ledger.cgroup_roots:  # only pods of ours live there
-            procs.kill_all(_cgroup_procs("kubepods"))
+            procs.kill_all(cgroup_procs("kubepods"))
         c.stop(state, ["registry"])
         problems = self.host.undo()
         state.real_node = {}
@@ -574,17 +574,3 @@ disabled_plugins = ["io.containerd.nri.v1.nri", "io.containerd.tracing.processor
             if status != 200 or not body["items"]:
                 return
             time.sleep(0.5)
-
-
-def _cgroup_procs(relative: str) -> list[int]:
-    pids: set[int] = set()
-    for hierarchy in cgroup_hierarchies():
-        top = hierarchy / relative
-        if not top.is_dir():
-            continue
-        for procs_file in top.rglob("cgroup.procs"):
-            try:
-                pids.update(int(p) for p in procs_file.read_text().split())
-            except (OSError, ValueError):
-                continue
-    return sorted(pids)
