@@ -31,15 +31,19 @@ done
 
 cat >"$STATE/provider.yaml" <<YAML
 chain: {url: "$CHAIN", key: provider, keyring: "$GPU_PROVIDER_KEYRING"}
-provider: {state_dir: "$STATE/provider", attributes: {host: gpu-provider, region: local}}
+provider: {state_dir: "$STATE/provider", attributes: {host: gpu-provider, region: local}, host_uri: "http://127.0.0.1:8443"}
 inventory: {kubeconfig: "$KUBECONFIG_PATH", storage_capacity: {default: 10Ti, beta3: 10Ti}}
+api: {address: "127.0.0.1:8443", insecure_http: true}
 YAML
+"$G" setup --config "$STATE/provider.yaml" >&2
 
 cat >&2 <<TXT
 == provider daemon (config $STATE/provider.yaml). As a tenant, in another terminal:
    export GPU_PROVIDER_KEYRING=$GPU_PROVIDER_KEYRING
    $G tenant --chain $CHAIN deploy sdl/examples/llm-inference.yaml
    $G tenant --chain $CHAIN accept <bid id printed above>
+   $G tenant --chain $CHAIN send-manifest <dseq> sdl/examples/llm-inference.yaml
+   $G tenant --chain $CHAIN lease-status <dseq>/1/1
    $G inventory --kubeconfig $KUBECONFIG_PATH
 TXT
 "$G" run --config "$STATE/provider.yaml" &

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import uvicorn
 from prometheus_client import CollectorRegistry, start_http_server
 
+from provider.api.app import ApiLimits, create_app
+from provider.api.auth import ChainKeyVerifier, PublicKeys
 from provider.bidding.engine import BidEngine, EngineConfig
 from provider.bidding.pricing import PricingPort, ScriptPricing
 from provider.chain.client import ChainClient
@@ -17,11 +23,13 @@ from provider.chain.keys import Keyring
 from provider.chain.mock.state import ChainParams
 from provider.chain.types import Coin
 from provider.config import Config
+from provider.deploy.deployer import Deployer
 from provider.inventory.reservations import Reservations
 from provider.inventory.service import ClusterInventory
 from provider.inventory.static import StaticInventory, nodes_from_config
 from provider.kube import Kube
-from provider.metrics import BidMetrics
+from provider.leases.service import LeaseService, LeaseSettings
+from provider.metrics import BidMetrics, LeaseMetrics
 
 log = logging.getLogger("provider")
 
@@ -44,11 +52,21 @@ async def run(config: Config, registry: CollectorRegistry | None = None) -> None
         height=lambda: engine.height if engine is not None else 0,  # holds are counted in chain heights
     )
     inventory: ClusterInventory | StaticInventory
+    leases: LeaseService | None = None
     if config.inventory.static:
         inventory = StaticInventory(nodes_from_config(config.inventory.static), reservations)
     else:
         kubeconfig = str(config.inventory.kubeconfig) if config.inventory.kubeconfig else None
-        inventory = ClusterInventory(Kube(kubeconfig), reservations)
+        kube = Kube(kubeconfig)
+        inventory = ClusterInventory(kube, reservations)
+        d = config.deploy
+        leases = LeaseService(
+            chain,
+            Deployer(kube, d.settings(), d.namespace),
+            LeaseMetrics(registry),
+            LeaseSettings(d.manifest_timeout_blocks, tuple(d.blocked_hostnames)),
+            height=lambda: engine.height if engine is not None else 0,
+        )
     b = config.bidding
     engine = BidEngine(
         chain,
@@ -65,6 +83,8 @@ async def run(config: Config, registry: CollectorRegistry | None = None) -> None
             tenant_deny=frozenset(b.tenants.deny),
         ),
         BidMetrics(registry),
+        on_lease_won=leases.lease_won if leases is not None else None,
+        on_lease_closed=leases.lease_closed if leases is not None else None,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -83,14 +103,71 @@ async def run(config: Config, registry: CollectorRegistry | None = None) -> None
     try:
         async with asyncio.TaskGroup() as tg:
             tg.create_task(engine.run(stop))
+            if leases is not None:
+                tg.create_task(leases.run(stop))
+                if config.api.address:
+                    server = api_server(config, leases, chain, engine, inventory)
+                    tg.create_task(_serve_until(server, stop))
     finally:
         await chain.aclose()
 
 
+class _ApiServer(uvicorn.Server):
+    """uvicorn without its own signal handlers: the daemon's stop event ends it."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def api_server(
+    config: Config,
+    leases: LeaseService,
+    chain: ChainClient,
+    engine: BidEngine,
+    inventory: ClusterInventory | StaticInventory,
+) -> uvicorn.Server:
+    a = config.api
+    verifier = ChainKeyVerifier(PublicKeys(chain.account_public_key), max_lifetime=a.max_token_lifetime)
+
+    async def provider_status() -> dict[str, Any]:
+        current = inventory.current
+        return {
+            "address": leases.me,
+            "leases": {"active": len(leases.records), "by_state": leases.public_status()},
+            "bids": {"open": engine.holds.count()},
+            "gpus": [
+                {"model": m.model, "total": m.total, "allocated": m.allocated, "reserved": m.reserved, "free": m.free}
+                for m in current.by_model()
+            ],
+        }
+
+    app = create_app(
+        leases,
+        verifier,
+        provider_status,
+        ApiLimits(a.max_manifest_bytes, a.client_rate, a.account_rate),
+    )
+    host, _, port = a.address.rpartition(":")
+    tls: dict[str, Any] = {}
+    if not a.insecure_http:
+        tls = {"ssl_certfile": str(a.tls_cert), "ssl_keyfile": str(a.tls_key)}
+    return _ApiServer(
+        uvicorn.Config(
+            app, host=host.strip("[]"), port=int(port), log_level="warning", access_log=False, lifespan="off", **tls
+        )
+    )
+
+
+async def _serve_until(server: uvicorn.Server, stop: asyncio.Event) -> None:
+    task = asyncio.create_task(server.serve())
+    await stop.wait()
+    server.should_exit = True
+    await task
+
+
 def serve_mock_chain(db: Path, host: str, port: int, block_interval: float, params: ChainParams) -> None:
     """Run the mock chain until interrupted: SQLite state, a block every ``block_interval`` seconds."""
-    import uvicorn
-
     from provider.chain.mock.server import BlockTicker, create_app
     from provider.chain.mock.state import Chain
 

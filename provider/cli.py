@@ -321,8 +321,18 @@ def _cmd_tenant(args: argparse.Namespace) -> int:
                 return await tenant.accept(chain, args.bid)
             if cmd == "send-manifest":
                 return {"sent": await tenant.send_manifest(chain, _read(args.sdl), args.sdl, args.dseq)}
+            if cmd == "update":
+                return await tenant.update(chain, _read(args.sdl), args.sdl, args.dseq)
             if cmd == "status":
                 return await tenant.status(chain, args.dseq)
+            if cmd == "lease-status":
+                return await tenant.lease_call(chain, args.lease, "status")
+            if cmd == "logs":
+                return await tenant.lease_call(chain, args.lease, "logs", f"tail={args.tail}")
+            if cmd == "events":
+                return await tenant.lease_call(chain, args.lease, "kubeevents")
+            if cmd == "token":
+                return {"token": tenant.token(chain, args.scope or None, args.lifetime)}
             return await tenant.close(chain, args.dseq)
         finally:
             await chain.aclose()
@@ -359,6 +369,21 @@ def _add_tenant(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     send = s.add_parser("send-manifest", help="send the SDL's manifest to the providers holding its leases")
     send.add_argument("dseq", type=_dseq, help="deployment sequence number")
     send.add_argument("sdl", help="the SDL file the deployment was created from")
+    upd = s.add_parser("update", help="give a deployment a new SDL version (same resources) and send its manifest")
+    upd.add_argument("dseq", type=_dseq, help="deployment sequence number")
+    upd.add_argument("sdl", help="the new SDL file")
+    for name, text in (
+        ("lease-status", "the provider's view of a lease: state, services, URIs, errors"),
+        ("logs", "the lease's container output"),
+        ("events", "the Kubernetes events of the lease's objects"),
+    ):
+        lp = s.add_parser(name, help=text)
+        lp.add_argument("lease", help="DSEQ/GSEQ/OSEQ")
+        if name == "logs":
+            lp.add_argument("--tail", type=int, default=100, help="lines per container (-1: all)")
+    tok = s.add_parser("token", help="print a JWT for the provider API, signed with this key")
+    tok.add_argument("--scope", action="append", help="grant only this scope (repeatable; default: full access)")
+    tok.add_argument("--lifetime", type=int, default=300, help="seconds the token is valid (default 300)")
     st = s.add_parser("status", help="deployment, orders, bids and leases")
     st.add_argument("dseq", type=_dseq, help="deployment sequence number")
     cl = s.add_parser("close", help="close the deployment (leases close, escrow refunds)")
@@ -384,7 +409,26 @@ def _cmd_provider_run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_setup(args: argparse.Namespace) -> int:
+    from provider.config import load
+    from provider.deploy.deployer import Deployer
+    from provider.kube import Kube
+
+    config = load(Path(args.config) if args.config else None)
+    kubeconfig = args.kubeconfig or (str(config.inventory.kubeconfig) if config.inventory.kubeconfig else None)
+    deployer = Deployer(Kube(kubeconfig), config.deploy.settings(), config.deploy.namespace)
+    deployer.install()
+    print(f"installed the Manifest CRD and the namespace {config.deploy.namespace}")
+    return EXIT_OK
+
+
 def _add_provider(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    setup = sub.add_parser(
+        "setup", help="install what the daemon needs in the cluster: the Manifest CRD and its namespace"
+    )
+    setup.add_argument("--config", help="YAML config file (its deploy.namespace and kubeconfig are used)")
+    setup.add_argument("--kubeconfig", help="kubeconfig file (default: the config's, $KUBECONFIG, ~/.kube/config)")
+    setup.set_defaults(func=_cmd_setup)
     p = sub.add_parser("run", help="run the provider daemon: follow the chain, bid on orders the cluster can serve")
     p.add_argument("--config", help="YAML config file (see docs/configuration.md); defaults otherwise")
     p.add_argument(

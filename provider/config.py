@@ -97,7 +97,7 @@ class ChainSection(_Section):
 
 
 class ProviderSection(_Section):
-    host_uri: str = "https://127.0.0.1:8443"
+    host_uri: str = "http://127.0.0.1:8443"  # the built-in API default is plain HTTP on loopback
     attributes: dict[str, str] = Field(default_factory=lambda: {"host": "gpu-provider", "tier": "community"})
     state_dir: FilePath = DEFAULT_STATE
     metrics_address: Address = "127.0.0.1:9464"  # Prometheus scrapes /metrics here; "" disables
@@ -197,12 +197,67 @@ class InventorySection(_Section):
     static: list[StaticNode] = Field(default_factory=list)  # fixed nodes instead of Kubernetes (demo, tests)
 
 
+class ApiSection(_Section):
+    address: Address = "127.0.0.1:8443"  # the tenant API (HTTPS); "" disables it
+    tls_cert: FilePath | None = None
+    tls_key: FilePath | None = None
+    insecure_http: bool = False  # plain HTTP: only for loopback demos and tests
+    max_token_lifetime: int = Field(900, ge=60, le=86_400)  # seconds a tenant token may live
+    max_manifest_bytes: Size = 1024 * 1024
+    client_rate: float = Field(20.0, gt=0, le=10_000)  # requests/second per client address
+    account_rate: float = Field(10.0, gt=0, le=10_000)  # authenticated requests/second per account
+
+    @model_validator(mode="after")
+    def _tls(self) -> ApiSection:
+        if self.address and not self.insecure_http and (self.tls_cert is None or self.tls_key is None):
+            raise ValueError(
+                "the API serves HTTPS: set tls_cert and tls_key, or insecure_http: true for a loopback demo"
+            )
+        if self.insecure_http and self.address and not self.address.startswith(("127.", "localhost:", "[::1]")):
+            raise ValueError("insecure_http is only allowed on a loopback address (127.x.x.x, localhost, [::1])")
+        return self
+
+
+class DeploySection(_Section):
+    namespace: str = Field("gpu-provider", pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+    manifest_timeout_blocks: int = Field(50, ge=1, le=1_000_000)  # won lease without a manifest -> close
+    ingress_domain: str = ""  # generated hostnames <id>.<domain>
+    ingress_class: str = ""  # "" = the cluster's default IngressClass
+    runtime_class: str = "nvidia"  # for GPU pods; "" = none
+    global_service_type: Literal["NodePort", "LoadBalancer"] = "NodePort"
+    storage_classes: dict[str, str] = Field(default_factory=dict)  # SDL class -> StorageClass
+    cluster_public_hostname: str = ""
+    blocked_hostnames: list[str] = Field(default_factory=list)  # exact names, or ".domain" for all under it
+    dns_cidrs: list[str] = Field(default_factory=list)  # where cluster DNS answers when it is not a pod
+    blocked_cidrs: list[str] = Field(default_factory=list)  # cluster-internal ranges beyond the private ones
+    ingress_namespace: str = ""  # the ingress controller's namespace (allowed into lease namespaces)
+    ingress_cidrs: list[str] = Field(default_factory=list)  # where the ingress controller connects from
+
+    def settings(self) -> Any:
+        from provider.deploy.builder import DeploySettings
+
+        return DeploySettings(
+            ingress_domain=self.ingress_domain,
+            ingress_class=self.ingress_class,
+            runtime_class=self.runtime_class,
+            global_service_type=self.global_service_type,
+            storage_classes=dict(self.storage_classes),
+            cluster_public_hostname=self.cluster_public_hostname,
+            dns_cidrs=tuple(self.dns_cidrs),
+            blocked_cidrs=tuple(self.blocked_cidrs),
+            ingress_namespace=self.ingress_namespace,
+            ingress_cidrs=tuple(self.ingress_cidrs),
+        )
+
+
 class Config(_Section):
     chain: ChainSection = Field(default_factory=ChainSection)
     provider: ProviderSection = Field(default_factory=ProviderSection)
     bidding: BiddingSection = Field(default_factory=BiddingSection)
     pricing: PricingSection = Field(default_factory=PricingSection)
     inventory: InventorySection = Field(default_factory=InventorySection)
+    api: ApiSection = Field(default_factory=lambda: ApiSection(insecure_http=True))
+    deploy: DeploySection = Field(default_factory=DeploySection)
 
     def effective(self) -> dict[str, Any]:
         """The whole configuration as plain data (what --check-config prints)."""
@@ -254,7 +309,9 @@ def load(path: Path | None) -> Config:
         if raw is None:
             raw = {}
         if not isinstance(raw, dict):
-            raise ConfigError(f"{path}: expected a mapping of sections (chain, provider, bidding, pricing, inventory)")
+            raise ConfigError(
+                f"{path}: expected a mapping of sections (chain, provider, bidding, pricing, inventory, api, deploy)"
+            )
     try:
         config = Config.model_validate(raw)
     except ValidationError as e:

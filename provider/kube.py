@@ -6,6 +6,7 @@ KubeError. Every call blocks; services run them off the event loop.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Mapping
 from decimal import Decimal
@@ -15,6 +16,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.utils.quantity import parse_quantity
 
+from provider.deploy import naming
 from provider.domain import GPU_RESOURCE, NodeGpuFacts, NodeView, PodView, Resources
 from provider.errors import KubeError
 from provider.inventory.models import DEFAULT_CATALOGUE, Catalogue
@@ -65,6 +67,12 @@ def gpu_facts(labels: Mapping[str, str], catalogue: Catalogue = DEFAULT_CATALOGU
         sharing=labels.get("nvidia.com/gpu.sharing-strategy", "none"),
         healthy_gpus=_int(healthy) if healthy is not None else None,
     )
+
+
+def _lease_label(labels: Mapping[str, str]) -> str:
+    """The lease id a pod belongs to: from the deployer's lease labels, else the older single label."""
+    lease = naming.lease_of(labels)
+    return str(lease) if lease is not None else labels.get(LEASE_LABEL, "")
 
 
 def _int(text: str) -> int:
@@ -145,7 +153,7 @@ class Kube:
                     node=p.spec.node_name or "",
                     requests=total,
                     mig=mig,
-                    lease=(p.metadata.labels or {}).get(LEASE_LABEL, ""),
+                    lease=_lease_label(p.metadata.labels or {}),
                 )
             )
         return out
@@ -162,3 +170,64 @@ class Kube:
 
     def dump(self, obj: Any) -> str:
         return json.dumps(self.api.sanitize_for_serialization(obj))
+
+    # -- the deployer's REST face: plain paths and JSON, server-side apply ---------------------------
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        query: list[tuple[str, str]] | None = None,
+        content_type: str = "application/json",
+        what: str = "",
+        timeout: float = REQUEST_TIMEOUT,
+    ) -> Any:
+        """One API request by path; JSON back (None for an empty body). A 4xx/5xx is a KubeError with
+        its status; 404 is KubeError(status=404) so callers can treat "gone" as done."""
+        raw = self.request_raw(method, path, body, query, content_type, what, timeout, accept="application/json")
+        return json.loads(raw) if raw else None
+
+    def request_raw(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        query: list[tuple[str, str]] | None = None,
+        content_type: str = "application/json",
+        what: str = "",
+        timeout: float = REQUEST_TIMEOUT,
+        accept: str = "*/*",
+    ) -> bytes:
+        what = what or f"{method} {path}"
+        try:
+            m, url, headers, data, _ = self.api.param_serialize(
+                method=method,
+                resource_path=path,
+                query_params=list(query or []),
+                header_params={"Content-Type": content_type, "Accept": accept},
+                body=body,
+                auth_settings=["BearerToken"],
+            )
+            resp = self.api.call_api(m, url, header_params=headers, body=data, _request_timeout=timeout)
+            payload: bytes = resp.read() or b""
+        except ApiException as e:
+            raise KubeError(f"{what} failed: {e.status} {e.reason}: {(e.body or '')[:300]}", e.status) from e
+        except OSError as e:
+            raise KubeError(f"{what} failed: cannot reach the Kubernetes API ({e})") from e
+        if resp.status >= 400:
+            message = payload[:400].decode("utf-8", "replace")
+            with contextlib.suppress(ValueError, AttributeError):
+                message = str(json.loads(payload).get("message", message))
+            raise KubeError(f"{what} failed: {resp.status}: {message}", resp.status)
+        return payload
+
+    def apply(self, path: str, obj: Mapping[str, Any], field_manager: str, dry_run: bool = False) -> Any:
+        """Server-side apply of one object at ``path`` (its own URL), forcing our field manager's ownership."""
+        query = [("fieldManager", field_manager), ("force", "true")]
+        if dry_run:
+            query.append(("dryRun", "All"))
+        kind = obj.get("kind", "object")
+        name = obj.get("metadata", {}).get("name", "")
+        return self.request(
+            "PATCH", path, dict(obj), query, "application/apply-patch+yaml", what=f"applying {kind} {name}"
+        )

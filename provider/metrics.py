@@ -70,3 +70,44 @@ class BidMetrics:
             ["reason"],
             registry=registry,
         )
+
+
+LEASE_STATES = ("awaiting_manifest", "deploying", "ready", "degraded", "failed", "closing")
+MANIFEST_REFUSALS = (
+    "malformed", "no_deployment", "no_lease", "version", "groups", "hostname", "update", "unavailable", "internal",
+)  # fmt: skip
+
+
+class LeaseMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.leases = Gauge("gpu_provider_leases", "Active leases by lifecycle state.", ["state"], registry=registry)
+        for s in LEASE_STATES:
+            self.leases.labels(state=s).set(0)
+        self.manifests_received = Counter(
+            "gpu_provider_manifests_received_total", "Manifests accepted from tenants.", registry=registry
+        )
+        self.manifests_refused = Counter(
+            "gpu_provider_manifests_refused_total", "Manifests refused, by reason.", ["reason"], registry=registry
+        )
+        for r in MANIFEST_REFUSALS:
+            self.manifests_refused.labels(reason=r)
+        self.deploy_seconds = Histogram(
+            "gpu_provider_deploy_duration_seconds",
+            "Time from a won lease's manifest being accepted to all its replicas available.",
+            buckets=(1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600, 1800),
+            registry=registry,
+        )
+        self.reconcile_errors = Counter(
+            "gpu_provider_reconcile_errors_total",
+            "Failed attempts to apply or tear down a lease's objects, by reason (kube | invalid | internal).",
+            ["reason"],
+            registry=registry,
+        )
+        self.manifest_timeouts = Counter(
+            "gpu_provider_manifest_timeouts_total",
+            "Won leases closed on our side because no manifest came in time.",
+            registry=registry,
+        )
+        self.teardowns = Counter(
+            "gpu_provider_lease_teardowns_total", "Lease namespaces deleted after the lease closed.", registry=registry
+        )

@@ -9,7 +9,8 @@ import time
 from typing import Any
 
 import sdl
-from provider.chain.client import ChainClient, put_manifest
+from provider.api.auth import mint
+from provider.chain.client import ChainClient, provider_request
 from provider.chain.types import BidId
 from provider.errors import ProviderError
 from provider.money import Dec
@@ -60,6 +61,19 @@ async def accept(chain: ChainClient, bid: str) -> dict[str, Any]:
     return await chain.submit("lease.create", {"bid": {**bid_id.order.to_json(), "provider": bid_id.provider}})
 
 
+def token(chain: ChainClient, scope: list[str] | None = None, lifetime: int = 300) -> str:
+    """A JWT for the provider API, signed with this tenant's chain key (Akash's claims, EdDSA)."""
+    assert chain.key is not None
+    return mint(chain.key.private, chain.key.address, scope=scope, lifetime=lifetime)
+
+
+async def _provider_url(chain: ChainClient, provider: str) -> str:
+    info = await chain.provider(provider)
+    if info is None:
+        raise TenantError(f"provider {provider} is not registered")
+    return info.host_uri.rstrip("/")
+
+
 async def send_manifest(chain: ChainClient, text: bytes, source: str, dseq: int, timeout: float = 30.0) -> list[str]:
     """PUT the manifest to every provider holding a lease of this deployment."""
     try:
@@ -71,14 +85,43 @@ async def send_manifest(chain: ChainClient, text: bytes, source: str, dseq: int,
     if not leases:
         raise TenantError(f"deployment {dseq} has no active lease yet: accept a bid first")
     sent = []
-    for lease in leases:
-        info = await chain.provider(lease.id.provider)
-        if info is None:
-            raise TenantError(f"provider {lease.id.provider} is not registered")
-        url = f"{info.host_uri.rstrip('/')}/deployment/{dseq}/manifest"
-        await put_manifest(url, json.dumps(parsed.manifest_json()), chain.key.address)
+    jwt = token(chain, ["send-manifest"])
+    for provider in sorted({lease.id.provider for lease in leases}):
+        url = f"{await _provider_url(chain, provider)}/deployment/{dseq}/manifest"
+        await provider_request("PUT", url, jwt, json.dumps(parsed.manifest_json()), timeout)
         sent.append(url)
     return sent
+
+
+async def update(chain: ChainClient, text: bytes, source: str, dseq: int) -> dict[str, Any]:
+    """Give the deployment the new SDL's version on chain, then send its manifest to the providers."""
+    try:
+        parsed = sdl.parse(text, source=source)
+    except sdl.SdlError as e:
+        raise TenantError(str(e)) from None
+    await chain.submit(
+        "deployment.update", {"dseq": dseq, "version": parsed.version.hex(), "groups": parsed.groups_json()}
+    )
+    return {"version": parsed.version.hex(), "sent": await send_manifest(chain, text, source, dseq)}
+
+
+async def lease_call(chain: ChainClient, lease: str, what: str, query: str = "") -> Any:
+    """GET one of a lease's provider endpoints (status, kubeevents, logs, manifest) as its owner."""
+    assert chain.key is not None
+    parts = lease.split("/")
+    if len(parts) != 3 or not all(p.isdigit() for p in parts):
+        raise TenantError(f"{lease!r} is not DSEQ/GSEQ/OSEQ")
+    dseq, gseq, oseq = (int(p) for p in parts)
+    found = [
+        x
+        for x in await chain.leases(owner=chain.key.address, dseq=dseq)
+        if (x.id.order.gseq, x.id.order.oseq) == (gseq, oseq)
+    ]
+    if not found:
+        raise TenantError(f"no lease {lease} of yours on chain")
+    scope = {"status": "status", "kubeevents": "events", "logs": "logs", "manifest": "get-manifest"}[what]
+    url = f"{await _provider_url(chain, found[-1].id.provider)}/lease/{dseq}/{gseq}/{oseq}/{what}"
+    return await provider_request("GET", url + (f"?{query}" if query else ""), token(chain, [scope]))
 
 
 async def status(chain: ChainClient, dseq: int) -> dict[str, Any]:

@@ -63,6 +63,7 @@ class EngineConfig:
 
 
 LeaseWon = Callable[[BidId, Order], Awaitable[None]]
+LeaseClosed = Callable[[BidId], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +82,7 @@ class BidEngine:
         config: EngineConfig,
         metrics: BidMetrics,
         on_lease_won: LeaseWon | None = None,
+        on_lease_closed: LeaseClosed | None = None,
     ) -> None:
         self.chain = chain
         self.me = chain.address
@@ -89,7 +91,8 @@ class BidEngine:
         self.pricing = pricing
         self.config = config
         self.metrics = metrics
-        self.on_lease_won = on_lease_won
+        self.on_lease_won = on_lease_won  # must not block: the lease service queues it
+        self.on_lease_closed = on_lease_closed
         self.cursor_file = config.state_dir / "chain-cursor"
         self.profile = ProviderProfile(self.me, dict(config.attributes))
         self.height = 0  # the latest chain height seen: holds are counted in it
@@ -385,6 +388,8 @@ class BidEngine:
                     self._release(oid, "lost")
             elif mine:
                 self._release(oid, data.get("state") or data.get("reason", "closed"))
+                if event.type == "lease_closed" and self.on_lease_closed is not None:
+                    await self.on_lease_closed(BidId(oid, self.me))
         elif event.type == "order_closed":
             self._release(OrderId(**data["order"]), "order_closed")
         elif event.type == "provider_audited" and data.get("provider") == self.me:

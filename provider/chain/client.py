@@ -28,7 +28,7 @@ from provider.chain.types import (
 )
 from provider.money import Dec
 
-__all__ = ["ChainClient", "ChainError", "put_manifest"]
+__all__ = ["ChainClient", "ChainError", "provider_request"]
 
 
 def _order_id(row: dict[str, Any]) -> OrderId:
@@ -248,18 +248,25 @@ class ChainClient:
         return Coin.from_json(result["withdrawn"])
 
 
-async def put_manifest(url: str, manifest_json: str, tenant: str, timeout: float = 30.0) -> None:
-    """PUT a manifest to a provider's API (the tenant side of manifest delivery)."""
-    async with httpx.AsyncClient(timeout=timeout) as http:
+async def provider_request(
+    method: str, url: str, token: str, body: str | None = None, timeout: float = 30.0, verify: bool | str = True
+) -> Any:
+    """One call to a provider's API as a tenant (``Authorization: Bearer``); JSON back. A refusal is a
+    ChainError whose code is the provider's (``forbidden``, ``version``, ``lease_not_found``...)."""
+    headers = {"Authorization": f"Bearer {token}"}
+    if body is not None:
+        headers["Content-Type"] = "application/json"
+    async with httpx.AsyncClient(timeout=timeout, verify=verify) as http:
         try:
-            resp = await http.put(
-                url, content=manifest_json, headers={"Content-Type": "application/json", "X-Tenant": tenant}
-            )
+            resp = await http.request(method, url, content=body, headers=headers)
         except httpx.HTTPError as e:
             raise ChainError("unreachable", f"cannot reach the provider at {url}: {e}") from e
+    try:
+        data = resp.json()
+    except ValueError:
+        data = {"message": resp.text[:300]}
     if resp.status_code >= 400:
-        raise ChainError(
-            "manifest_refused",
-            f"the provider refused the manifest ({resp.status_code}): {resp.text[:300]}",
-            resp.status_code,
-        )
+        code = data.get("code", "refused") if isinstance(data, dict) else "refused"
+        message = data.get("message", "") if isinstance(data, dict) else str(data)[:300]
+        raise ChainError(str(code), f"the provider answered {resp.status_code}: {message}", resp.status_code)
+    return data

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import re
 import threading
 from typing import Any
@@ -19,69 +18,14 @@ from fastapi import FastAPI, HTTPException, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from provider.asgi import AsciiJSONResponse, BodyLimit
+from provider.asgi import error_response as _error
 from provider.chain.mock.state import Chain, TxError
 from provider.money import Dec
 
 _CURSOR = re.compile(r"^(\d{1,18}):(\d{1,18})$")
-MAX_BODY_BYTES = 1 << 20  # 1 MiB: far above any real transaction
 MAX_HEIGHT = 2**62
-
-
-class AsciiJSONResponse(JSONResponse):
-    """JSON with every non-ASCII character escaped: a lone surrogate echoed back can never fail to encode."""
-
-    def render(self, content: Any) -> bytes:
-        return json.dumps(content, ensure_ascii=True, separators=(",", ":")).encode("ascii")
-
-
-def _error(code: str, message: str, status: int) -> AsciiJSONResponse:
-    return AsciiJSONResponse({"code": code, "message": message}, status_code=status)
-
-
-class BodyLimit:
-    """Refuses request bodies over ``limit`` bytes with 413, whether or not Content-Length is sent."""
-
-    def __init__(self, app: ASGIApp, limit: int = MAX_BODY_BYTES) -> None:
-        self.app = app
-        self.limit = limit
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        for name, value in scope.get("headers", ()):
-            if name == b"content-length" and (not value.isdigit() or int(value) > self.limit):
-                await _error("body_too_large", f"request body over {self.limit} bytes", 413)(scope, receive, send)
-                return
-        # read the whole body first (at most the limit), then hand it on: a body that grows past the
-        # limit without a Content-Length is refused before the application sees a byte of it
-        chunks: list[bytes] = []
-        seen = 0
-        more = True
-        while more:
-            message = await receive()
-            if message["type"] != "http.request":
-                break
-            chunk = message.get("body", b"")
-            seen += len(chunk)
-            if seen > self.limit:
-                await _error("body_too_large", f"request body over {self.limit} bytes", 413)(scope, receive, send)
-                return
-            chunks.append(chunk)
-            more = message.get("more_body", False)
-        body = b"".join(chunks)
-        sent = False
-
-        async def replay() -> Message:
-            nonlocal sent
-            if not sent:
-                sent = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
 
 
 class SignedTx(BaseModel):

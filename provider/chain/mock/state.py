@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from provider.chain.keys import SignatureError, verify_tx
+from provider.chain.keys import SignatureError, canonical, verify_tx
 from provider.chain.types import max_price_of
 from provider.money import ZERO, Dec, MoneyError
 from sdl import group_limit_problems
@@ -150,6 +150,7 @@ class Chain:
             "provider.create": self._tx_provider_create,
             "audit.sign": self._tx_audit_sign,
             "deployment.create": self._tx_deployment_create,
+            "deployment.update": self._tx_deployment_update,
             "deployment.close": self._tx_deployment_close,
             "bid.create": self._tx_bid_create,
             "bid.close": self._tx_bid_close,
@@ -407,6 +408,40 @@ class Chain:
                 {"order": {"owner": signer, "dseq": dseq, "gseq": gseq, "oseq": 1}, "spec": g, "height": h},
             )
         return {"dseq": dseq}
+
+    def _tx_deployment_update(self, signer: str, msg: dict[str, Any]) -> None:
+        """A new manifest version for a live deployment (Akash's MsgUpdateDeployment). The groups, when
+        sent, must be the ones already ordered: orders, bids and leases were made for them, so a change
+        of resources needs a new deployment (as on Akash)."""
+        dseq = _int(msg.get("dseq"), "dseq")
+        version = msg.get("version")
+        if not isinstance(version, str) or not re.fullmatch(r"[0-9a-f]{64}", version):
+            raise TxError("invalid_field", "version must be the 32-byte deployment hash in lowercase hex")
+        dep = self.db.execute(
+            "SELECT state, version FROM deployments WHERE owner=? AND dseq=?", (signer, dseq)
+        ).fetchone()
+        if dep is None:
+            raise TxError("not_found", f"no deployment {signer}/{dseq} (only its owner can update it)", 404)
+        if dep[0] != "active":
+            raise TxError("deployment_closed", f"deployment {signer}/{dseq} is closed")
+        if dep[1] == version:
+            raise TxError("version_unchanged", "the deployment already has this version")
+        groups = msg.get("groups")
+        if groups is not None:
+            ordered = [
+                json.loads(row[0])
+                for row in self.db.execute(
+                    "SELECT spec FROM orders WHERE owner=? AND dseq=? ORDER BY gseq", (signer, dseq)
+                ).fetchall()
+            ]
+            if not isinstance(groups, list) or [canonical(g) for g in groups] != [canonical(g) for g in ordered]:
+                raise TxError(
+                    "groups_changed",
+                    "an update cannot change the ordered groups (resources, counts, prices): "
+                    "close the deployment and create a new one",
+                )
+        self.db.execute("UPDATE deployments SET version=? WHERE owner=? AND dseq=?", (version, signer, dseq))
+        self._emit("deployment_updated", {"owner": signer, "dseq": dseq, "version": version})
 
     def _tx_deployment_close(self, signer: str, msg: dict[str, Any]) -> None:
         dseq = _int(msg.get("dseq"), "dseq")

@@ -1,0 +1,1 @@
+"""The provider API: tenant authentication (JWT) and the FastAPI app."""

@@ -1,0 +1,215 @@
+"""The provider API (FastAPI): Akash's gateway paths, query parameters and JSON shapes, so its tooling
+ports over, plus the lease ``state`` and the ``errors`` Akash never fills.
+
+Public: ``/status``, ``/address``, ``/version``, ``/healthz``, ``/readyz``. Everything under
+``/deployment`` and ``/lease`` needs ``Authorization: Bearer <JWT>``: no or a bad token is 401; a
+token that does not grant the scope or the lease is 403 with no data. The owner is always the
+token's issuer, so a tenant can only ever name its own leases. Bodies are bounded; requests are
+rate limited per client address and per account.
+"""
+
+import asyncio
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from provider.api.auth import AuthError, Target, Tenant, TokenVerifier
+from provider.asgi import AsciiJSONResponse, BodyLimit, error_response
+from provider.deploy.deployer import public_group
+from provider.leases.service import LeaseRecord, LeaseService, ManifestRefusedError
+
+MAX_SEQ = 2**63 - 1
+Seq = Annotated[int, Path(ge=1, le=MAX_SEQ)]
+Seq0 = Annotated[int, Path(ge=0, le=MAX_SEQ)]
+
+
+@dataclass(frozen=True)
+class ApiLimits:
+    max_manifest_bytes: int = 1 << 20
+    client_rate: float = 20.0  # requests per second per client address (bursts of 2x)
+    account_rate: float = 10.0  # authenticated requests per second per account
+    max_log_lines: int = 10_000
+
+
+class RateLimiter:
+    """Token buckets per key, bounded in number (the least recently used key is forgotten first)."""
+
+    def __init__(self, rate: float, burst: float, size: int = 50_000) -> None:
+        self.rate, self.burst, self.size = rate, burst, size
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+
+    def allow(self, key: str) -> bool:
+        now = time.monotonic()
+        tokens, last = self._buckets.pop(key, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - last) * self.rate)
+        allowed = tokens >= 1
+        self._buckets[key] = (tokens - 1 if allowed else tokens, now)
+        while len(self._buckets) > self.size:
+            self._buckets.popitem(last=False)
+        return allowed
+
+
+def _deny(status: int, code: str, message: str) -> HTTPException:
+    return HTTPException(status, detail={"code": code, "message": message})
+
+
+def create_app(
+    leases: LeaseService,
+    verifier: TokenVerifier,
+    provider_status: Callable[[], Awaitable[dict[str, Any]]],
+    limits: ApiLimits | None = None,
+    version: str = "0.1.0",
+) -> FastAPI:
+    limits = limits or ApiLimits()
+    me = leases.me
+    app = FastAPI(
+        title="gpu-provider API",
+        version=version,
+        description="Tenant API of a gpu-provider (Akash-compatible paths): manifests, lease status, events, logs.",
+        default_response_class=AsciiJSONResponse,
+    )
+    app.add_middleware(BodyLimit, limit=limits.max_manifest_bytes)
+    per_client = RateLimiter(limits.client_rate, limits.client_rate * 2)
+    per_account = RateLimiter(limits.account_rate, limits.account_rate * 2)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        detail = exc.detail if isinstance(exc.detail, dict) else {"code": "error", "message": str(exc.detail)}
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
+        return AsciiJSONResponse(detail, status_code=exc.status_code, headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_request(_: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        return error_response("invalid_request", f"{where}: {first.get('msg', 'invalid')}"[:300], 422)
+
+    @app.middleware("http")
+    async def throttle(request: Request, call_next: Callable[[Request], Awaitable[Any]]) -> Any:
+        client = request.client.host if request.client else "unknown"
+        if not per_client.allow(client):
+            return error_response("rate_limited", "too many requests from this address; slow down", 429)
+        return await call_next(request)
+
+    async def tenant(request: Request) -> Tenant:
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise _deny(401, "unauthenticated", "send Authorization: Bearer <JWT signed with your account key>")
+        try:
+            who = await verifier.verify(token.strip())
+        except AuthError as e:
+            raise _deny(401, "unauthenticated", str(e)) from None
+        except Exception:
+            raise _deny(503, "unavailable", "cannot verify tokens right now (chain unreachable); retry") from None
+        if not per_account.allow(who.address):
+            raise _deny(429, "rate_limited", "too many requests for this account; slow down")
+        return who
+
+    Caller = Annotated[Tenant, Depends(tenant)]  # noqa: N806 (a type alias)
+
+    def need(who: Tenant, target: Target) -> None:
+        if not who.allows(me, target):
+            raise _deny(403, "forbidden", f"the token does not grant {target.scope} on this lease")
+
+    def lease_of(who: Tenant, dseq: int, gseq: int, oseq: int) -> LeaseRecord:
+        rec = leases.lease_for(who.address, dseq, gseq, oseq)
+        if rec is None:
+            raise _deny(404, "lease_not_found", f"you have no active lease {dseq}/{gseq}/{oseq} with this provider")
+        return rec
+
+    @app.get("/healthz", summary="the process is alive")
+    async def healthz() -> dict[str, bool]:
+        return {"ok": True}
+
+    @app.get("/readyz", summary="the lease service has started (cluster and chain reached)")
+    async def readyz() -> JSONResponse:
+        if leases.ready:
+            return AsciiJSONResponse({"ready": True})
+        return AsciiJSONResponse({"ready": False}, status_code=503)
+
+    @app.get("/address", summary="the provider's account address")
+    async def address() -> dict[str, str]:
+        return {"address": me}
+
+    @app.get("/version", summary="the provider's software version")
+    async def get_version() -> dict[str, str]:
+        return {"version": version}
+
+    @app.get("/status", summary="public status: address, leases, open bids, GPUs per model")
+    async def status() -> dict[str, Any]:
+        return await provider_status()
+
+    @app.put("/deployment/{dseq}/manifest", summary="send the manifest of a deployment with a lease here")
+    async def put_manifest(dseq: Seq, request: Request, who: Caller) -> dict[str, Any]:
+        need(who, Target("send-manifest", dseq))
+        body = await request.body()
+        try:
+            accepted = await leases.submit_manifest(who.address, dseq, body)
+        except ManifestRefusedError as e:
+            raise _deny(e.status, e.reason, str(e)) from None
+        return {"accepted": accepted}
+
+    @app.get("/lease/{dseq}/{gseq}/{oseq}/status", summary="the lease's services, URIs, ports, state and errors")
+    async def lease_status(dseq: Seq, gseq: Seq, oseq: Seq, who: Caller) -> dict[str, Any]:
+        need(who, Target("status", dseq, gseq, oseq))
+        return await leases.lease_status(lease_of(who, dseq, gseq, oseq))
+
+    @app.get("/lease/{dseq}/{gseq}/{oseq}/manifest", summary="the stored manifest group (secrets removed)")
+    async def lease_manifest(dseq: Seq, gseq: Seq, oseq: Seq, who: Caller) -> dict[str, Any]:
+        need(who, Target("get-manifest", dseq, gseq, oseq))
+        rec = lease_of(who, dseq, gseq, oseq)
+        if rec.group is None:
+            raise _deny(404, "no_manifest", "no manifest was accepted for this lease yet")
+        return {"version": rec.version, "group": public_group(rec.group.to_json())}
+
+    @app.get("/lease/{dseq}/{gseq}/{oseq}/kubeevents", summary="Kubernetes events of the lease's objects")
+    async def lease_events(
+        dseq: Seq,
+        gseq: Seq,
+        oseq: Seq,
+        who: Caller,
+        tail: Annotated[int, Query(ge=-1, le=10_000)] = 200,
+        follow: bool = False,
+    ) -> dict[str, Any]:
+        need(who, Target("events", dseq, gseq, oseq))
+        rec = lease_of(who, dseq, gseq, oseq)
+        if follow:
+            raise _deny(400, "follow_unsupported", "follow streams are not served yet; poll with follow=false")
+        events = await asyncio.to_thread(leases.deployer.events, rec.id, tail if tail >= 0 else 10_000)
+        return {"events": events}
+
+    @app.get("/lease/{dseq}/{gseq}/{oseq}/logs", summary="the output of the lease's containers")
+    async def lease_logs(
+        dseq: Seq,
+        gseq: Seq,
+        oseq: Seq,
+        who: Caller,
+        tail: Annotated[int, Query(ge=-1, le=10_000)] = 100,
+        service: Annotated[str, Query(max_length=1000)] = "",
+        follow: bool = False,
+    ) -> dict[str, Any]:
+        target = Target("logs", dseq, gseq, oseq)
+        need(who, target)
+        rec = lease_of(who, dseq, gseq, oseq)
+        if follow:
+            raise _deny(400, "follow_unsupported", "follow streams are not served yet; poll with follow=false")
+        allowed = who.services(me, target)
+        wanted = frozenset(s for s in service.split(",") if s) or None
+        if wanted is not None and allowed is not None:
+            wanted = wanted & allowed
+        elif wanted is None:
+            wanted = allowed
+        lines = await asyncio.to_thread(
+            leases.deployer.logs, rec.id, wanted, min(tail, limits.max_log_lines) if tail >= 0 else limits.max_log_lines
+        )
+        return {"logs": lines[-limits.max_log_lines :]}
+
+    return app

@@ -1,0 +1,482 @@
+"""The lease lifecycle: won -> manifest -> deploying -> ready (or degraded / failed) -> closed.
+
+The bid engine hands won and closed leases over through a queue (it never waits for a deploy). The
+manifest intake checks a tenant's manifest against the chain, stores it durably in the cluster and
+queues the deploy. A watchdog closes our side of a lease that got no manifest within
+``manifest_timeout_blocks``. A monitor pass keeps each lease's state and the deploy-duration metric.
+State lives on the chain and in the cluster: ``start`` rebuilds every lease from them, so a kill -9
+at any point converges on restart (applies are idempotent server-side applies).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from provider.chain.port import ChainError, ChainPort
+from provider.chain.types import LeaseId, Order, OrderId
+from provider.deploy.builder import LeaseRef, hosts_of
+from provider.deploy.deployer import Deployer, LeaseObservation
+from provider.errors import KubeError, ProviderError
+from provider.metrics import LEASE_STATES, LeaseMetrics
+from sdl import spec as s
+from sdl.manifest import ManifestError, check_group, manifest_from_json, services_changed, version_of
+from sdl.spec import group_from_json
+
+log = logging.getLogger("provider.leases")
+
+
+class ManifestRefusedError(ProviderError):
+    """A manifest the provider will not deploy: ``status`` is the HTTP status, ``reason`` a metric label."""
+
+    def __init__(self, status: int, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class LeaseSettings:
+    manifest_timeout_blocks: int = 50
+    blocked_hostnames: tuple[str, ...] = ()  # exact names, or ".suffix" for a whole domain
+    tick_seconds: float = 2.0
+    concurrency: int = 16  # leases deployed at once
+
+
+@dataclass
+class LeaseRecord:
+    id: LeaseId
+    won_height: int
+    state: str = "awaiting_manifest"
+    version: str = ""
+    group: s.ManifestGroup | None = None
+    accepted_at: float = 0.0
+    measured: bool = False
+    error: str = ""  # our own (provider-side) last error, shown to the tenant without internals
+    observed: LeaseObservation | None = None
+
+
+@dataclass
+class ApplyCount:
+    """What this process sent to the cluster and the chain (tests count them across restarts)."""
+
+    applies: int = 0
+    teardowns: int = 0
+    closes: int = 0
+    by_lease: dict[str, int] = field(default_factory=dict)
+
+
+class LeaseService:
+    def __init__(
+        self,
+        chain: ChainPort,
+        deployer: Deployer,
+        metrics: LeaseMetrics,
+        settings: LeaseSettings | None = None,
+        height: Callable[[], int] | None = None,
+    ) -> None:
+        self.chain = chain
+        self.deployer = deployer
+        self.metrics = metrics
+        self.settings = settings or LeaseSettings()
+        self.me = chain.address
+        self.records: dict[LeaseId, LeaseRecord] = {}
+        self.counts = ApplyCount()
+        self.chain_id = ""
+        self.genesis = ""
+        self.ready = False
+        self._height = height
+        self._queue: asyncio.Queue[tuple[str, LeaseId]] = asyncio.Queue()
+        self._locks: dict[LeaseId, asyncio.Lock] = {}
+        self._slots = asyncio.Semaphore(self.settings.concurrency)
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # -- hand-over from the bid engine (never blocks it) -----------------------------------------
+    async def lease_won(self, lease: LeaseId, order: Order) -> None:
+        self._queue.put_nowait(("won", lease))
+
+    async def lease_closed(self, lease: LeaseId) -> None:
+        self._queue.put_nowait(("closed", lease))
+
+    def ref(self, lease: LeaseId) -> LeaseRef:
+        return LeaseRef(lease, self.chain_id, self.genesis)
+
+    # -- start-up: rebuild from the chain and the cluster ---------------------------------------
+    async def start(self) -> None:
+        problem = await asyncio.to_thread(self.deployer.check_installed)
+        if problem is not None:
+            raise ProviderError(problem)
+        status = await self.chain.status()
+        self.chain_id, self.genesis = status.chain_id, status.genesis
+        for lease in await self.chain.leases(provider=self.me, state="active"):
+            self.records.setdefault(lease.id, LeaseRecord(lease.id, lease.created_height))
+        for stored in await asyncio.to_thread(self.deployer.stored):
+            on_chain = await self.chain.lease(stored.lease)
+            if on_chain is None:  # the chain does not know it (reset, another chain): leave it alone
+                log.warning("stored manifest of a lease the chain does not know, left alone lease=%s", stored.lease)
+                continue
+            if on_chain.state != "active":
+                self._queue.put_nowait(("closed", stored.lease))
+                continue
+            rec = self.records.setdefault(stored.lease, LeaseRecord(stored.lease, on_chain.created_height))
+            rec.version, rec.group, rec.state = stored.version, stored.group, "deploying"
+            rec.accepted_at = time.monotonic()
+            self._queue.put_nowait(("deploy", stored.lease))
+        self.ready = True
+        self._publish()
+        log.info("lease service started leases=%d", len(self.records))
+
+    # -- the loop ---------------------------------------------------------------------------------
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await self.start()
+                break
+            except ProviderError as e:
+                log.warning("lease service cannot start yet, retrying in 2s error=%r", str(e))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 2)
+        ticker = asyncio.create_task(self._tick_loop(stop))
+        try:
+            while not stop.is_set():
+                getter = asyncio.ensure_future(self._queue.get())
+                stopper = asyncio.ensure_future(stop.wait())
+                done, _ = await asyncio.wait({getter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                stopper.cancel()
+                if getter not in done:
+                    getter.cancel()
+                    break
+                kind, lease = getter.result()
+                task = asyncio.create_task(self._handle(kind, lease))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+        finally:
+            ticker.cancel()
+            if self._tasks:  # let applies in flight finish (bounded), so nothing is left half-sent
+                await asyncio.wait(self._tasks, timeout=30)
+
+    async def _handle(self, kind: str, lease: LeaseId) -> None:
+        lock = self._locks.setdefault(lease, asyncio.Lock())
+        async with self._slots, lock:
+            try:
+                if kind == "won":
+                    await self._won(lease)
+                elif kind == "deploy":
+                    await self._deploy(lease)
+                elif kind == "closed":
+                    await self._teardown(lease)
+            except Exception:
+                self.metrics.reconcile_errors.labels(reason="internal").inc()
+                log.exception("lease step failed kind=%s lease=%s", kind, lease)
+            finally:
+                self._publish()
+
+    async def _won(self, lease: LeaseId) -> None:
+        if lease in self.records:
+            return
+        on_chain = await self.chain.lease(lease)
+        height = on_chain.created_height if on_chain else self._current_height()
+        self.records[lease] = LeaseRecord(lease, height)
+        stored = await asyncio.to_thread(self.deployer.load, lease)  # a manifest may have come first
+        if stored is not None:
+            rec = self.records[lease]
+            rec.version, rec.group, rec.state, rec.accepted_at = (
+                stored.version,
+                stored.group,
+                "deploying",
+                time.monotonic(),
+            )
+            await self._deploy(lease)
+        log.info("lease awaiting manifest lease=%s timeout_blocks=%d", lease, self.settings.manifest_timeout_blocks)
+
+    async def _deploy(self, lease: LeaseId) -> None:
+        rec = self.records.get(lease)
+        if rec is None or rec.group is None or rec.state == "closing":
+            return
+        delays = (0.5, 1, 2, 5, 10)
+        for attempt in range(len(delays) + 1):
+            try:
+                facts = await asyncio.to_thread(self.deployer.observed_gpus)
+                objs = self.deployer.objects(self.ref(lease), rec.group, facts)
+                await asyncio.to_thread(self.deployer.apply, objs)
+                self.counts.applies += 1
+                self.counts.by_lease[str(lease)] = self.counts.by_lease.get(str(lease), 0) + 1
+                rec.error = ""
+                if rec.state not in ("ready", "degraded"):
+                    rec.state = "deploying"
+                log.info("lease applied lease=%s objects=%d version=%s", lease, len(objs), rec.version[:12])
+                return
+            except KubeError as e:
+                self.metrics.reconcile_errors.labels(reason="invalid" if e.status in (400, 422) else "kube").inc()
+                rec.error = "the provider could not create the workload yet; it retries by itself"
+                log.warning("apply failed lease=%s attempt=%d error=%r", lease, attempt + 1, str(e)[:300])
+                if e.status in (400, 422) or attempt == len(delays):
+                    rec.state = "failed"
+                    if e.status in (400, 422):
+                        rec.error = f"the cluster refused the workload: {str(e)[-300:]}"
+                    return
+                await asyncio.sleep(delays[attempt])
+
+    async def _teardown(self, lease: LeaseId) -> None:
+        rec = self.records.pop(lease, None)
+        if rec is not None:
+            rec.state = "closing"
+        for delay in (0.5, 1, 2, 5, 10, 30):
+            try:
+                await asyncio.to_thread(self.deployer.teardown, lease)
+                self.counts.teardowns += 1
+                self.metrics.teardowns.inc()
+                log.info("lease closed, namespace deleted lease=%s", lease)
+                return
+            except KubeError as e:
+                self.metrics.reconcile_errors.labels(reason="kube").inc()
+                log.warning("teardown failed, retrying lease=%s error=%r", lease, str(e)[:300])
+                await asyncio.sleep(delay)
+
+    # -- watchdog and monitor ---------------------------------------------------------------------
+    def _current_height(self) -> int:
+        return self._height() if self._height is not None else 0
+
+    async def _tick_loop(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.settings.tick_seconds)
+            try:
+                await self.tick()
+            except ProviderError as e:
+                log.warning("lease tick failed error=%r", str(e)[:300])
+            except Exception:
+                log.exception("lease tick failed")
+
+    async def tick(self) -> None:
+        height = self._current_height() or (await self.chain.status()).height
+        for rec in list(self.records.values()):
+            if rec.state == "awaiting_manifest" and height >= rec.won_height + self.settings.manifest_timeout_blocks:
+                await self._manifest_timeout(rec)
+            elif rec.state in ("deploying", "ready", "degraded", "failed") and rec.group is not None:
+                await self.observe(rec)
+        self._publish()
+
+    async def _manifest_timeout(self, rec: LeaseRecord) -> None:
+        log.info("no manifest in time, closing our side lease=%s won_height=%d", rec.id, rec.won_height)
+        rec.state = "closing"
+        try:
+            await self.chain.close_bid(rec.id.order, "manifest_timeout")
+            self.counts.closes += 1
+            self.metrics.manifest_timeouts.inc()
+        except ChainError as e:
+            if e.unreachable:
+                rec.state = "awaiting_manifest"  # try again next tick
+            log.info("close for manifest timeout not done lease=%s code=%s", rec.id, e.code)
+
+    async def observe(self, rec: LeaseRecord) -> LeaseObservation:
+        seen = await asyncio.to_thread(self.deployer.observe, rec.id, rec.group)
+        rec.observed = seen
+        expected = {v.name: v.count for v in rec.group.services} if rec.group else {}
+        available = all(
+            seen.services.get(name) is not None and seen.services[name].available >= count
+            for name, count in expected.items()
+        )
+        some = any(st.available > 0 for st in seen.services.values())
+        tenant_problem = any(p["side"] == "tenant" for p in seen.problems)
+        if rec.state == "closing":
+            return seen
+        if available and expected:
+            if not rec.measured and rec.accepted_at:
+                self.metrics.deploy_seconds.observe(time.monotonic() - rec.accepted_at)
+                rec.measured = True
+            rec.state = "ready"
+        elif rec.state in ("ready", "degraded"):
+            rec.state = "degraded"
+        elif tenant_problem and not some:
+            rec.state = "failed"
+        elif rec.state != "failed" or not tenant_problem:
+            rec.state = "deploying"
+        return seen
+
+    def _publish(self) -> None:
+        counts = dict.fromkeys(LEASE_STATES, 0)
+        for rec in self.records.values():
+            counts[rec.state] = counts.get(rec.state, 0) + 1
+        for state, n in counts.items():
+            self.metrics.leases.labels(state=state).set(n)
+
+    # -- manifest intake --------------------------------------------------------------------------
+    async def submit_manifest(self, owner: str, dseq: int, body: bytes) -> list[str]:
+        try:
+            return await self._submit(owner, dseq, body)
+        except ManifestRefusedError as e:
+            self.metrics.manifests_refused.labels(reason=e.reason).inc()
+            log.info("manifest refused owner=%s dseq=%d reason=%s detail=%r", owner, dseq, e.reason, str(e)[:300])
+            raise
+
+    async def _submit(self, owner: str, dseq: int, body: bytes) -> list[str]:
+        try:
+            raw = json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            raise ManifestRefusedError(400, "malformed", "the body is not JSON: send the manifest JSON array") from None
+        try:
+            manifest = manifest_from_json(raw)
+        except ManifestError as e:
+            raise ManifestRefusedError(422, "malformed", f"invalid manifest: {e}") from None
+        except RecursionError:
+            raise ManifestRefusedError(422, "malformed", "invalid manifest: nested too deeply") from None
+        try:
+            deployment = await self.chain.deployment(owner, dseq)
+            leases = await self.chain.leases(provider=self.me, owner=owner, dseq=dseq, state="active")
+        except ChainError as e:
+            raise ManifestRefusedError(
+                503, "unavailable", f"the chain cannot be asked right now ({e.code}); retry"
+            ) from None
+        if deployment is None:
+            raise ManifestRefusedError(404, "no_deployment", f"no deployment {owner}/{dseq} on chain")
+        if not leases:
+            raise ManifestRefusedError(404, "no_lease", f"deployment {dseq} has no active lease with this provider")
+        version = version_of(manifest)
+        if version != deployment.version:
+            raise ManifestRefusedError(
+                422,
+                "version",
+                f"the manifest's version {version} is not the deployment's version {deployment.version} on chain: "
+                "send the manifest of the SDL you deployed, or update the deployment first",
+            )
+        plans: list[tuple[LeaseId, s.ManifestGroup]] = []
+        for lease in leases:
+            gseq = lease.id.order.gseq
+            if not 1 <= gseq <= len(deployment.groups):
+                raise ManifestRefusedError(422, "groups", f"lease group {gseq} is not in the deployment")
+            try:
+                spec = group_from_json(deployment.groups[gseq - 1])
+            except ValueError as e:
+                raise ManifestRefusedError(
+                    422, "groups", f"the deployment's group {gseq} on chain is unreadable: {e}"
+                ) from None
+            group = next((g for g in manifest if g.name == spec.name), None)
+            if group is None:
+                raise ManifestRefusedError(
+                    422, "groups", f"the manifest has no group {spec.name!r} (leased group {gseq})"
+                )
+            problems = check_group(group, spec)
+            if problems:
+                raise ManifestRefusedError(
+                    422, "groups", "the manifest does not match the order: " + "; ".join(problems[:5])
+                )
+            plans.append((lease.id, group))
+        await self._check_hosts(owner, plans)
+        for lease_id, group in plans:
+            rec = self.records.get(lease_id)
+            if rec is not None and rec.group is not None and rec.version != version:
+                changed = services_changed(rec.group, group)
+                if changed:
+                    raise ManifestRefusedError(422, "update", "; ".join(changed))
+        accepted = []
+        for lease_id, group in plans:
+            group_json = group.to_json()
+            try:
+                await asyncio.to_thread(self.deployer.store, self.ref(lease_id), version, group_json)
+            except KubeError as e:
+                raise ManifestRefusedError(
+                    503, "unavailable", "the provider cannot store the manifest right now; retry"
+                ) from e
+            rec = self.records.setdefault(lease_id, LeaseRecord(lease_id, self._current_height()))
+            rec.version, rec.group, rec.error = version, group, ""
+            if rec.state in ("awaiting_manifest", "failed"):
+                rec.state, rec.accepted_at, rec.measured = "deploying", time.monotonic(), False
+            self._queue.put_nowait(("deploy", lease_id))
+            accepted.append(str(lease_id))
+            self.metrics.manifests_received.inc()
+            log.info("manifest accepted lease=%s version=%s", lease_id, version[:12])
+        return accepted
+
+    async def _check_hosts(self, owner: str, plans: list[tuple[LeaseId, s.ManifestGroup]]) -> None:
+        settings = self.deployer.settings
+        own_domain = settings.ingress_domain.strip(".").lower()
+        wanted: list[str] = []
+        for _, group in plans:
+            for svc in group.services:
+                for e in svc.expose:
+                    for h in e.hosts or ():
+                        host = h.lower()
+                        if "*" in host:
+                            raise ManifestRefusedError(422, "hostname", f"wildcard hostname {h!r} is not allowed")
+                        if own_domain and (host == own_domain or host.endswith("." + own_domain)):
+                            raise ManifestRefusedError(
+                                422, "hostname", f"hostname {h!r} is in the provider's own domain"
+                            )
+                        for b in self.settings.blocked_hostnames:
+                            if host == b.lower() or (b.startswith(".") and host.endswith(b.lower())):
+                                raise ManifestRefusedError(
+                                    422, "hostname", f"hostname {h!r} is blocked by this provider"
+                                )
+                        wanted.append(host)
+        if not wanted:
+            return
+        try:
+            owners = await asyncio.to_thread(self.deployer.host_owners)
+        except KubeError:
+            raise ManifestRefusedError(
+                503, "unavailable", "the provider cannot check hostnames right now; retry"
+            ) from None
+        for host in wanted:
+            taken_by = owners.get(host)
+            if taken_by is not None and taken_by != owner:
+                raise ManifestRefusedError(409, "hostname", f"hostname {host!r} is in use by another deployment")
+
+    # -- what the API shows -------------------------------------------------------------------------
+    def lease_for(self, owner: str, dseq: int, gseq: int, oseq: int) -> LeaseRecord | None:
+        return self.records.get(LeaseId(OrderId(owner, dseq, gseq, oseq), self.me))
+
+    async def lease_status(self, rec: LeaseRecord) -> dict[str, Any]:
+        seen = await self.observe(rec) if rec.group is not None else None
+        services: dict[str, Any] = {}
+        forwarded: dict[str, Any] = {}
+        if rec.group is not None:
+            for svc in rec.group.services:
+                st = seen.services.get(svc.name) if seen else None
+                uris = sorted(
+                    {
+                        h
+                        for e in svc.expose
+                        if e.is_ingress
+                        for h in hosts_of(self.ref(rec.id), svc, e, self.deployer.settings)
+                    }
+                )
+                services[svc.name] = {
+                    "name": svc.name,
+                    "available": st.available if st else 0,
+                    "total": svc.count,
+                    "uris": uris,
+                    "observed_generation": st.observed_generation if st else 0,
+                    "replicas": st.replicas if st else 0,
+                    "updated_replicas": st.updated if st else 0,
+                    "ready_replicas": st.ready if st else 0,
+                    "available_replicas": st.available if st else 0,
+                }
+                if st and st.ports:
+                    forwarded[svc.name] = st.ports
+        errors = [
+            {"service": p["service"], "reason": p["reason"], "message": p["message"]}
+            for p in (seen.problems if seen else [])
+        ]
+        if rec.error:
+            errors.append({"service": "", "reason": "provider", "message": rec.error})
+        return {
+            "state": rec.state,
+            "version": rec.version,
+            "services": services,
+            "forwarded_ports": forwarded,
+            "ips": {},
+            "errors": errors,
+        }
+
+    def public_status(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for rec in self.records.values():
+            counts[rec.state] = counts.get(rec.state, 0) + 1
+        return counts

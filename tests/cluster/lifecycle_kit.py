@@ -1,0 +1,180 @@
+"""A real provider daemon (`gpu-provider run` as a process) against the dev cluster and a mock chain, and
+the tenant's side of the flow, for the lease lifecycle tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+from joserfc import jwt as jose_jwt
+from joserfc.jwk import OKPKey
+
+from provider.chain.client import ChainClient
+from provider.chain.keys import Key, Keyring
+from tests.market.conftest import REPO, ChainProcess, free_port
+
+
+def gpu_sdl(image: str, model: str = "h200", command: str = "echo hello-from-lease; sleep 3600", count: int = 1) -> str:
+    return f"""
+version: "2.0"
+services:
+  app:
+    image: {image}
+    command: ["sh", "-c"]
+    args: [{json.dumps(command)}]
+    env:
+      - GREETING=hello
+      - API_TOKEN=s3cr3t-env-value
+    expose:
+      - port: 8080
+        as: 8080
+        to:
+          - global: true
+profiles:
+  compute:
+    app:
+      resources:
+        cpu: {{units: 0.1}}
+        memory: {{size: 64Mi}}
+        storage: {{size: 64Mi}}
+        gpu:
+          units: 1
+          attributes:
+            vendor:
+              nvidia:
+                - model: {model}
+  placement:
+    dc:
+      pricing:
+        app: {{denom: uact, amount: 1000000}}
+deployment:
+  app:
+    dc: {{profile: app, count: {count}}}
+"""
+
+
+@dataclass
+class Daemon:
+    """`gpu-provider run` with a config written for this test; logs in ``log``."""
+
+    dir: Path
+    kubeconfig: Path
+    chain: ChainProcess
+    dns_ip: str
+    manifest_timeout_blocks: int = 400
+    api_extra: dict[str, Any] = field(default_factory=dict)
+    api_port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+
+    def __post_init__(self) -> None:
+        self.keyring = self.dir / "keyring.json"
+        self.key = Keyring(self.keyring).add("provider")
+        self.namespace = f"gp-{self.key.address[-8:]}"
+        self.config = self.dir / "provider.yaml"
+        self.log = self.dir / "daemon.log"
+        cfg = {
+            "chain": {"url": self.chain.url, "key": "provider", "keyring": str(self.keyring)},
+            "provider": {
+                "host_uri": self.url,
+                "state_dir": str(self.dir / "state"),
+                "metrics_address": f"127.0.0.1:{free_port()}",
+            },
+            "inventory": {"kubeconfig": str(self.kubeconfig)},
+            "api": {"address": f"127.0.0.1:{self.api_port}", "insecure_http": True, **self.api_extra},
+            "deploy": {
+                "namespace": self.namespace,
+                "manifest_timeout_blocks": self.manifest_timeout_blocks,
+                "dns_cidrs": [f"{self.dns_ip}/32"],
+            },
+        }
+        self.config.write_text(yaml.safe_dump(cfg))
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.api_port}"
+
+    def setup(self) -> None:
+        subprocess.run(
+            [sys.executable, "-m", "provider.cli", "setup", "--config", str(self.config)],
+            cwd=REPO,
+            check=True,
+            capture_output=True,
+        )
+
+    def start(self) -> None:
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "provider.cli", "run", "--config", str(self.config)],
+                cwd=REPO,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "KUBECONFIG": str(self.kubeconfig)},
+            )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, f"the daemon exited: {self.log.read_text()[-3000:]}"
+            try:
+                if httpx.get(self.url + "/readyz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise AssertionError(f"the daemon never became ready: {self.log.read_text()[-3000:]}")
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(40)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def logs(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+def jose_token(key: Key, claims: dict[str, Any] | None = None, **overrides: Any) -> str:
+    """A token minted by joserfc (an independent JOSE implementation), signed with ``key``."""
+    now = int(time.time())
+    body: dict[str, Any] = {
+        "iss": key.address,
+        "iat": now,
+        "nbf": now,
+        "exp": now + 300,
+        "version": "v1",
+        "leases": {"access": "full"},
+    }
+    body.update(claims or {})
+    body.update(overrides)
+    jwk = OKPKey.import_key(_pem(key))
+    return jose_jwt.encode({"alg": "EdDSA"}, body, jwk, algorithms=["EdDSA"])
+
+
+def _pem(key: Key) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
+    return key.private.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+async def tenant_client(chain: ChainProcess, key: Key) -> ChainClient:
+    from tests.market.conftest import funded
+
+    client: ChainClient = await funded(chain.url, key)
+    return client
