@@ -65,7 +65,7 @@ def test_environment_overrides_keep_their_names(tmp_path: Path, monkeypatch: pyt
         ("pricing: {strategy: script}", "script.path"),
         ("pricing: {linear: {cpu_core: cheap}}", "pricing.linear.cpu_core: 'cheap' is not a decimal amount"),
         ("inventory: {storage_capacity: {beta3: lots}}", "inventory.storage_capacity.beta3: 'lots' is not a size"),
-        ("bogus: 1", "bogus: unknown key; known keys here: bidding, chain, inventory, pricing, provider"),
+        ("bogus: 1", "bogus: unknown key; known keys here: api, bidding, chain, deploy, inventory, pricing, provider"),
         ("chain: [1, 2]", "chain: is a list, not a mapping"),
         ("provider: {metrics_address: nowhere}", "provider.metrics_address: 'nowhere' is not HOST:PORT"),
         ("a: [", "invalid YAML"),
