@@ -28,6 +28,7 @@ from provider.inventory.reservations import Reservations
 from provider.inventory.service import ClusterInventory
 from provider.inventory.static import StaticInventory, nodes_from_config
 from provider.kube import Kube
+from provider.leases.reaper import OrphanReaper, ReaperSettings
 from provider.leases.service import LeaseService, LeaseSettings
 from provider.metrics import BidMetrics, LeaseMetrics
 
@@ -53,6 +54,7 @@ async def run(config: Config, registry: CollectorRegistry | None = None) -> None
     )
     inventory: ClusterInventory | StaticInventory
     leases: LeaseService | None = None
+    reaper: OrphanReaper | None = None
     if config.inventory.static:
         inventory = StaticInventory(nodes_from_config(config.inventory.static), reservations)
     else:
@@ -64,8 +66,19 @@ async def run(config: Config, registry: CollectorRegistry | None = None) -> None
             chain,
             Deployer(kube, d.settings(), d.namespace),
             LeaseMetrics(registry),
-            LeaseSettings(d.manifest_timeout_blocks, tuple(d.blocked_hostnames)),
+            LeaseSettings(
+                d.manifest_timeout_blocks,
+                tuple(d.blocked_hostnames),
+                withdrawal_period_seconds=d.withdrawal_period_seconds,
+            ),
             height=lambda: engine.height if engine is not None else 0,
+        )
+        reaper = OrphanReaper(
+            chain,
+            leases.deployer,
+            leases.metrics,
+            ReaperSettings(d.orphans.interval_seconds, d.orphans.grace_seconds, d.orphans.dry_run),
+            live=leases.live,
         )
     b = config.bidding
     engine = BidEngine(
@@ -81,6 +94,7 @@ async def run(config: Config, registry: CollectorRegistry | None = None) -> None
             storage_classes=frozenset(b.storage_classes),
             tenant_allow=None if b.tenants.allow is None else frozenset(b.tenants.allow),
             tenant_deny=frozenset(b.tenants.deny),
+            maintenance=b.maintenance,
         ),
         BidMetrics(registry),
         on_lease_won=leases.lease_won if leases is not None else None,
@@ -105,11 +119,21 @@ async def run(config: Config, registry: CollectorRegistry | None = None) -> None
             tg.create_task(engine.run(stop))
             if leases is not None:
                 tg.create_task(leases.run(stop))
+                if reaper is not None:
+                    tg.create_task(_after_ready(leases, reaper, stop))
                 if config.api.address:
                     server = api_server(config, leases, chain, engine, inventory)
                     tg.create_task(_serve_until(server, stop))
     finally:
         await chain.aclose()
+
+
+async def _after_ready(leases: LeaseService, reaper: OrphanReaper, stop: asyncio.Event) -> None:
+    """Sweep for orphans only once the lease service knows its leases (so none of them looks orphaned)."""
+    while not leases.ready and not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 1)
+    await reaper.run(stop)
 
 
 class _ApiServer(uvicorn.Server):
@@ -136,6 +160,7 @@ def api_server(
             "address": leases.me,
             "leases": {"active": len(leases.records), "by_state": leases.public_status()},
             "bids": {"open": engine.holds.count()},
+            "maintenance": engine.in_maintenance(),
             "gpus": [
                 {"model": m.model, "total": m.total, "allocated": m.allocated, "reserved": m.reserved, "free": m.free}
                 for m in current.by_model()

@@ -422,6 +422,31 @@ def _cmd_setup(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_maintenance(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from provider.bidding.engine import MAINTENANCE_FILE
+    from provider.config import load
+    from provider.files import write_private
+
+    config = load(Path(args.config) if args.config else None)
+    flag = config.provider.state_dir / MAINTENANCE_FILE
+    if args.action == "on":
+        config.provider.state_dir.mkdir(parents=True, exist_ok=True)
+        since = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        write_private(flag, f"since {since}: {args.reason or 'no reason given'}\n".encode())
+        print(f"maintenance on: the daemon places no new bids (leases are still served); flag {flag}")
+    elif args.action == "off":
+        flag.unlink(missing_ok=True)
+        note = " (the config's bidding.maintenance is still true)" if config.bidding.maintenance else ""
+        print(f"maintenance off: bidding resumes within seconds, open orders included{note}")
+    else:
+        on = config.bidding.maintenance or flag.exists()
+        why = flag.read_text().strip() if flag.exists() else ("bidding.maintenance in the config" if on else "")
+        print(f"maintenance {'on' if on else 'off'}{': ' + why if why else ''}")
+    return EXIT_OK
+
+
 def _add_provider(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     setup = sub.add_parser(
         "setup", help="install what the daemon needs in the cluster: the Manifest CRD and its namespace"
@@ -429,6 +454,13 @@ def _add_provider(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     setup.add_argument("--config", help="YAML config file (its deploy.namespace and kubeconfig are used)")
     setup.add_argument("--kubeconfig", help="kubeconfig file (default: the config's, $KUBECONFIG, ~/.kube/config)")
     setup.set_defaults(func=_cmd_setup)
+    maint = sub.add_parser(
+        "maintenance", help="stop or resume bidding without a restart; running leases are served throughout"
+    )
+    maint.add_argument("action", choices=("on", "off", "status"), help="on: stop bidding; off: resume; status: show")
+    maint.add_argument("--config", help="YAML config file (its provider.state_dir holds the flag)")
+    maint.add_argument("--reason", help="why (shown by `maintenance status`)")
+    maint.set_defaults(func=_cmd_maintenance)
     p = sub.add_parser("run", help="run the provider daemon: follow the chain, bid on orders the cluster can serve")
     p.add_argument("--config", help="YAML config file (see docs/configuration.md); defaults otherwise")
     p.add_argument(

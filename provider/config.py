@@ -118,6 +118,7 @@ class BiddingSection(_Section):
     hold_blocks: int = Field(DEFAULT_HOLD_BLOCKS, ge=1, le=100_000)
     storage_classes: list[StorageClass] = Field(default_factory=lambda: list(STORAGE_CLASSES))
     tenants: Tenants = Field(default_factory=Tenants)
+    maintenance: bool = False  # no new bids, leases still served (`gpu-provider maintenance on` needs no restart)
 
     @model_validator(mode="before")
     @classmethod
@@ -218,6 +219,12 @@ class ApiSection(_Section):
         return self
 
 
+class Orphans(_Section):
+    interval_seconds: float = Field(300.0, ge=1, le=86_400)  # how often lease namespaces are checked
+    grace_seconds: float = Field(600.0, ge=0, le=7 * 86_400)  # closed on chain this long before deletion
+    dry_run: bool = False  # only report (log + gpu_provider_orphan_namespaces{state="would_delete"})
+
+
 class DeploySection(_Section):
     namespace: str = Field("gpu-provider", pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
     manifest_timeout_blocks: int = Field(50, ge=1, le=1_000_000)  # won lease without a manifest -> close
@@ -232,6 +239,8 @@ class DeploySection(_Section):
     blocked_cidrs: list[str] = Field(default_factory=list)  # cluster-internal ranges beyond the private ones
     ingress_namespace: str = ""  # the ingress controller's namespace (allowed into lease namespaces)
     ingress_cidrs: list[str] = Field(default_factory=list)  # where the ingress controller connects from
+    withdrawal_period_seconds: float = Field(3600.0, ge=0, le=30 * 86_400)  # per active lease; 0 = never
+    orphans: Orphans = Field(default_factory=Orphans)
 
     def settings(self) -> Any:
         from provider.deploy.builder import DeploySettings

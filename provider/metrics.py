@@ -64,6 +64,11 @@ class BidMetrics:
             "Capacity holds whose bid went unanswered past the hold height; the bid is closed on chain.",
             registry=registry,
         )
+        self.maintenance = Gauge(
+            "gpu_provider_maintenance",
+            "1 while maintenance mode is on (no new bids; leases are still served).",
+            registry=registry,
+        )
         self.leases_refused = Counter(
             "gpu_provider_leases_refused_total",
             "Won leases closed on chain because their capacity could not be allocated, by reason.",
@@ -110,4 +115,32 @@ class LeaseMetrics:
         )
         self.teardowns = Counter(
             "gpu_provider_lease_teardowns_total", "Lease namespaces deleted after the lease closed.", registry=registry
+        )
+        self.orphans = Gauge(
+            "gpu_provider_orphan_namespaces",
+            "Lease namespaces of the last orphan sweep: kept (live, or not provably closed), waiting (closed on "
+            "chain, in the grace period), would_delete (closed past the grace period, dry-run mode).",
+            ["state"],
+            registry=registry,
+        )
+        for s in ("kept", "waiting", "would_delete"):
+            self.orphans.labels(state=s).set(0)
+        self.orphans_deleted = Counter(
+            "gpu_provider_orphan_namespaces_deleted_total",
+            "Lease namespaces deleted because the chain reported their lease closed.",
+            registry=registry,
+        )
+        self.withdrawals = Counter(
+            "gpu_provider_withdrawals_total",
+            "Lease withdrawals sent to the chain, by outcome (ok | failed).",
+            ["outcome"],
+            registry=registry,
+        )
+        for o in ("ok", "failed"):
+            self.withdrawals.labels(outcome=o)
+        self.withdrawn = Counter(
+            "gpu_provider_withdrawn_total",
+            "Lease earnings moved to the provider's account by our withdrawals, by denomination (base units).",
+            ["denom"],
+            registry=registry,
         )

@@ -60,7 +60,10 @@ class EngineConfig:
     tenant_deny: frozenset[str] = frozenset()
     max_in_flight: int = 1000  # events read ahead of the low-water mark before the feed pauses
     retry_delays: tuple[float, ...] = (0.5, 1, 2, 5, 10)  # then the last, until the chain answers
+    maintenance: bool = False  # no new bids (leases are still served); also on while <state_dir>/maintenance exists
 
+
+MAINTENANCE_FILE = "maintenance"  # `gpu-provider maintenance on` creates it in the state directory
 
 LeaseWon = Callable[[BidId, Order], Awaitable[None]]
 LeaseClosed = Callable[[BidId], Awaitable[None]]
@@ -94,6 +97,8 @@ class BidEngine:
         self.on_lease_won = on_lease_won  # must not block: the lease service queues it
         self.on_lease_closed = on_lease_closed
         self.cursor_file = config.state_dir / "chain-cursor"
+        self.maintenance_file = config.state_dir / MAINTENANCE_FILE
+        self._maintenance = False
         self.profile = ProviderProfile(self.me, dict(config.attributes))
         self.height = 0  # the latest chain height seen: holds are counted in it
         self._refreshed_at = 0.0
@@ -179,9 +184,17 @@ class BidEngine:
             order = await self.chain.order(lease.id.order)
             if order is not None:
                 self._hold(order, str(lease.id))
+        await self._catch_up_orders(ours)
+
+    async def _catch_up_orders(self, ours: set[OrderId] | None = None) -> None:
+        """Evaluate every open order (at start, and when maintenance mode ends); ``ours`` have our bid."""
+        if ours is None:
+            ours = {b.id.order for b in await self.chain.bids(provider=self.me, state="open")}
         for order in await self.chain.orders(state="open"):
             if order.id in ours:
                 self._hold(order, "")  # our bid is still open: keep its capacity
+                continue
+            if self.holds.get(str(order.id)) is not None:
                 continue
             self._orders[order.id] = order
             await self.consider(order)
@@ -264,6 +277,12 @@ class BidEngine:
                     cursor = page.cursor
                 await self._expire_holds()
                 await self._flush_cursor()
+                if self._maintenance and not self.in_maintenance():  # over: bid on what is open now
+                    try:
+                        await self._catch_up_orders()
+                    except ProviderError as e:
+                        self._maintenance = True  # try again after the next page
+                        log.warning("catch-up after maintenance failed, retrying error=%r", str(e)[:300])
         finally:
             await self._drain()
 
@@ -451,7 +470,19 @@ class BidEngine:
             self.metrics.decision_seconds.observe(time.perf_counter() - started)
         return outcome
 
+    def in_maintenance(self) -> bool:
+        """Maintenance mode: the config says so, or the operator's flag file exists (checked per order)."""
+        on = self.config.maintenance or self.maintenance_file.exists()
+        if on != self._maintenance:
+            log.warning("maintenance mode %s: %s", "on" if on else "off", "no new bids" if on else "bidding again")
+            self._maintenance = on
+        self.metrics.maintenance.set(1 if on else 0)
+        return on
+
     async def _consider(self, order: Order) -> str:
+        if self.in_maintenance():
+            log.info("order skipped order=%s reason=maintenance", order.id)
+            return "maintenance"
         try:
             group = group_from_json(order.group)
         except (ValueError, ArithmeticError) as e:

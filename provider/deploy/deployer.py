@@ -316,6 +316,22 @@ class Deployer:
                     out[rule["host"].lower()] = lease.order.owner
         return out
 
+    def lease_namespaces(self) -> list[tuple[str, dict[str, str]]]:
+        """Every namespace this software created for a lease (any provider key, any chain), with its labels;
+        namespaces already being deleted are left out."""
+        items = self.kube.request(
+            "GET",
+            "/api/v1/namespaces",
+            query=[("labelSelector", f"{naming.MANAGED_BY[0]}={naming.MANAGED_BY[1]}")],
+            what="listing lease namespaces",
+        )["items"]
+        return [
+            (ns["metadata"]["name"], dict(ns["metadata"].get("labels") or {}))
+            for ns in items
+            if naming.PREFIX + "lease.owner" in (ns["metadata"].get("labels") or {})
+            and not ns["metadata"].get("deletionTimestamp")
+        ]
+
     def namespace_exists(self, lease: LeaseId) -> bool:
         try:
             self.kube.request("GET", f"/api/v1/namespaces/{naming.namespace_for(lease)}")

@@ -47,6 +47,7 @@ class LeaseSettings:
     blocked_hostnames: tuple[str, ...] = ()  # exact names, or ".suffix" for a whole domain
     tick_seconds: float = 2.0
     concurrency: int = 16  # leases deployed at once
+    withdrawal_period_seconds: float = 3600.0  # each active lease's earnings are withdrawn this often; 0 = never
 
 
 @dataclass
@@ -60,6 +61,7 @@ class LeaseRecord:
     measured: bool = False
     error: str = ""  # our own (provider-side) last error, shown to the tenant without internals
     observed: LeaseObservation | None = None
+    withdrawn_at: float = field(default_factory=time.monotonic)  # the last withdrawal (or when we learnt of it)
 
 
 @dataclass
@@ -69,6 +71,7 @@ class ApplyCount:
     applies: int = 0
     teardowns: int = 0
     closes: int = 0
+    withdrawals: int = 0
     by_lease: dict[str, int] = field(default_factory=dict)
 
 
@@ -103,6 +106,10 @@ class LeaseService:
 
     async def lease_closed(self, lease: LeaseId) -> None:
         self._queue.put_nowait(("closed", lease))
+
+    def live(self) -> set[LeaseId]:
+        """The leases this service holds (the orphan sweep never touches their namespaces)."""
+        return set(self.records)
 
     def ref(self, lease: LeaseId) -> LeaseRef:
         return LeaseRef(lease, self.chain_id, self.genesis)
@@ -143,6 +150,7 @@ class LeaseService:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), 2)
         ticker = asyncio.create_task(self._tick_loop(stop))
+        withdrawer = asyncio.create_task(self._withdraw_loop(stop))
         try:
             while not stop.is_set():
                 getter = asyncio.ensure_future(self._queue.get())
@@ -158,6 +166,7 @@ class LeaseService:
                 task.add_done_callback(self._tasks.discard)
         finally:
             ticker.cancel()
+            await self._finish(withdrawer)  # a withdrawal in flight completes; none starts after stop
             if self._tasks:  # let applies in flight finish (bounded), so nothing is left half-sent
                 await asyncio.wait(self._tasks, timeout=30)
 
@@ -262,6 +271,46 @@ class LeaseService:
             elif rec.state in ("deploying", "ready", "degraded", "failed") and rec.group is not None:
                 await self.observe(rec)
         self._publish()
+
+    # -- withdrawals ------------------------------------------------------------------------------
+    @staticmethod
+    async def _finish(task: asyncio.Task[None], timeout: float = 30) -> None:
+        with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+            await asyncio.wait_for(task, timeout)
+
+    async def _withdraw_loop(self, stop: asyncio.Event) -> None:
+        period = self.settings.withdrawal_period_seconds
+        if period <= 0:
+            return
+        every = max(0.5, min(30.0, period / 4))
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), every)
+            if stop.is_set():
+                return
+            now = time.monotonic()
+            for rec in [r for r in self.records.values() if r.state != "closing" and now - r.withdrawn_at >= period]:
+                if stop.is_set():
+                    return
+                await self.withdraw(rec)
+
+    async def withdraw(self, rec: LeaseRecord) -> None:
+        """Move what one lease has earned to our account. A refusal waits a whole period before the next try
+        (no fee-burning retry loop); no answer from the chain is retried on the next pass."""
+        try:
+            coin = await self.chain.withdraw_lease(rec.id)
+        except ChainError as e:
+            self.metrics.withdrawals.labels(outcome="failed").inc()
+            if not e.unreachable:
+                rec.withdrawn_at = time.monotonic()
+            log.warning("withdrawal failed lease=%s code=%s error=%r", rec.id, e.code, str(e)[:300])
+            return
+        rec.withdrawn_at = time.monotonic()
+        self.counts.withdrawals += 1
+        self.metrics.withdrawals.labels(outcome="ok").inc()
+        if coin.amount:
+            self.metrics.withdrawn.labels(denom=coin.denom[:16]).inc(float(coin.amount.to_decimal()))
+        log.info("lease earnings withdrawn lease=%s amount=%s%s", rec.id, coin.amount, coin.denom)
 
     async def _manifest_timeout(self, rec: LeaseRecord) -> None:
         log.info("no manifest in time, closing our side lease=%s won_height=%d", rec.id, rec.won_height)

@@ -3,6 +3,7 @@ the tenant's side of the flow, for the lease lifecycle tests."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -15,12 +16,12 @@ from typing import Any
 
 import httpx
 import yaml
-from joserfc import jwt as jose_jwt
-from joserfc.jwk import OKPKey
 
+from provider import tenant as tenant_ops
 from provider.chain.client import ChainClient
 from provider.chain.keys import Key, Keyring
-from tests.market.conftest import REPO, ChainProcess, free_port
+from provider.money import Dec
+from tests.market.conftest import REPO, ChainProcess, free_port, funded
 
 
 def gpu_sdl(image: str, model: str = "h200", command: str = "echo hello-from-lease; sleep 3600", count: int = 1) -> str:
@@ -72,6 +73,7 @@ class Daemon:
     dns_ip: str
     manifest_timeout_blocks: int = 400
     api_extra: dict[str, Any] = field(default_factory=dict)
+    deploy_extra: dict[str, Any] = field(default_factory=dict)
     api_port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
 
@@ -94,6 +96,7 @@ class Daemon:
                 "namespace": self.namespace,
                 "manifest_timeout_blocks": self.manifest_timeout_blocks,
                 "dns_cidrs": [f"{self.dns_ip}/32"],
+                **self.deploy_extra,
             },
         }
         self.config.write_text(yaml.safe_dump(cfg))
@@ -148,33 +151,36 @@ class Daemon:
         return self.log.read_text(errors="replace")
 
 
-def jose_token(key: Key, claims: dict[str, Any] | None = None, **overrides: Any) -> str:
-    """A token minted by joserfc (an independent JOSE implementation), signed with ``key``."""
-    now = int(time.time())
-    body: dict[str, Any] = {
-        "iss": key.address,
-        "iat": now,
-        "nbf": now,
-        "exp": now + 300,
-        "version": "v1",
-        "leases": {"access": "full"},
-    }
-    body.update(claims or {})
-    body.update(overrides)
-    jwk = OKPKey.import_key(_pem(key))
-    return jose_jwt.encode({"alg": "EdDSA"}, body, jwk, algorithms=["EdDSA"])
-
-
-def _pem(key: Key) -> bytes:
-    from cryptography.hazmat.primitives import serialization
-
-    return key.private.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-
-
 async def tenant_client(chain: ChainProcess, key: Key) -> ChainClient:
-    from tests.market.conftest import funded
-
     client: ChainClient = await funded(chain.url, key)
     return client
+
+
+async def lease_on(tenant: ChainClient, text: str, dseq: int, provider: str, deposit: int = 50_000_000) -> str:
+    """Deploy ``text`` as the tenant and accept ``provider``'s bid; the lease id."""
+    await tenant_ops.deploy(tenant, text.encode(), "test.yaml", Dec.parse(deposit), dseq, wait=0)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        bids = await tenant.bids(owner=tenant.address, dseq=dseq, state="open")
+        mine = [b for b in bids if b.id.provider == provider]
+        if mine:
+            await tenant_ops.accept(tenant, str(mine[0].id))
+            return str(mine[0].id)
+        await asyncio.sleep(0.3)
+    raise AssertionError(f"no bid from {provider} on {dseq}")
+
+
+async def poll(check: Any, timeout: float = 180, every: float = 1.0) -> Any:
+    """Await ``check()`` until it returns something truthy; fail with its last value after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = await check()
+        if last:
+            return last
+        await asyncio.sleep(every)
+    raise AssertionError(f"condition not met in {timeout}s; last value {last!r}")
+
+
+def get(url: str, token: str) -> httpx.Response:
+    return httpx.get(url, headers={"Authorization": f"Bearer {token}"}, timeout=30)

@@ -4,7 +4,6 @@ mock chain server; tokens in the refusal tests are minted by joserfc, not by our
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from collections.abc import Iterator
@@ -16,12 +15,12 @@ import pytest
 from kubernetes import client
 
 from provider import tenant as tenant_ops
-from provider.chain.client import ChainClient
 from provider.chain.keys import Key
 from provider.chain.types import BidId
 from provider.deploy.naming import namespace_for
 from provider.money import Dec
-from tests.cluster.lifecycle_kit import Daemon, gpu_sdl, jose_token, tenant_client
+from tests.cluster.lifecycle_kit import Daemon, get, gpu_sdl, lease_on, poll, tenant_client
+from tests.jose import jose_token
 from tests.market.conftest import ChainProcess, funded, run
 
 pytestmark = pytest.mark.cluster
@@ -39,34 +38,6 @@ def daemon(kubeconfig: Path, chain_proc: ChainProcess, real_node: dict[str, Any]
         d.stop()
 
 
-async def _lease(tenant: ChainClient, text: str, dseq: int, provider: str) -> str:
-    await tenant_ops.deploy(tenant, text.encode(), "test.yaml", Dec.parse(50_000_000), dseq, wait=0)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        bids = await tenant.bids(owner=tenant.key.address, dseq=dseq, state="open")  # type: ignore[union-attr]
-        mine = [b for b in bids if b.id.provider == provider]
-        if mine:
-            await tenant_ops.accept(tenant, str(mine[0].id))
-            return str(mine[0].id)
-        await asyncio.sleep(0.3)
-    raise AssertionError(f"no bid from {provider} on {dseq}")
-
-
-async def _poll(check: Any, timeout: float = 180, every: float = 1.0) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = await check()
-        if last:
-            return last
-        await asyncio.sleep(every)
-    raise AssertionError(f"condition not met in {timeout}s; last value {last!r}")
-
-
-def _get(url: str, token: str) -> httpx.Response:
-    return httpx.get(url, headers={"Authorization": f"Bearer {token}"}, timeout=30)
-
-
 def test_gpu_lease_runs_on_the_real_node_and_goes_away_on_close(
     daemon: Daemon, chain_proc: ChainProcess, real_node: dict[str, Any], api: client.ApiClient
 ) -> None:
@@ -77,7 +48,7 @@ def test_gpu_lease_runs_on_the_real_node_and_goes_away_on_close(
         tenant = await tenant_client(chain_proc, Key.generate("tenant"))
         other = await tenant_client(chain_proc, Key.generate("other"))
         assert tenant.key is not None and other.key is not None
-        lease_id = await _lease(tenant, text, 101, daemon.key.address)
+        lease_id = await lease_on(tenant, text, 101, daemon.key.address)
         base = f"{daemon.url}/lease/101/1/1"
 
         # a wrong manifest (another SDL's version) is refused, and nothing is deployed from it
@@ -90,10 +61,10 @@ def test_gpu_lease_runs_on_the_real_node_and_goes_away_on_close(
         token = jose_token(tenant.key)
 
         async def ready() -> Any:
-            body = _get(base + "/status", token).json()
+            body = get(base + "/status", token).json()
             return body if body.get("state") == "ready" else None
 
-        status = await _poll(ready)
+        status = await poll(ready)
         assert status["services"]["app"]["available"] == 1 and status["services"]["app"]["total"] == 1
         assert status["errors"] == []
         assert status["forwarded_ports"]["app"][0]["port"] == 8080
@@ -105,21 +76,21 @@ def test_gpu_lease_runs_on_the_real_node_and_goes_away_on_close(
         assert pods[0].spec.runtime_class_name == "nvidia"
 
         async def logged() -> Any:
-            lines = _get(base + "/logs?tail=10", token).json().get("logs", [])
+            lines = get(base + "/logs?tail=10", token).json().get("logs", [])
             return [x for x in lines if "hello-from-lease" in x["message"]]
 
-        assert await _poll(logged, 60)
+        assert await poll(logged, 60)
 
         # another tenant (known on chain: it has signed a deployment) sees nothing of it; a token
         # without the scope gets 403 and no data
         await tenant_ops.deploy(other, text.encode(), "other.yaml", Dec.parse(50_000_000), 909, wait=0)
-        assert _get(base + "/status", jose_token(other.key)).status_code == 404
+        assert get(base + "/status", jose_token(other.key)).status_code == 404
         scoped = jose_token(tenant.key, leases={"access": "scoped", "scope": ["logs"]})
-        denied = _get(base + "/status", scoped)
+        denied = get(base + "/status", scoped)
         assert denied.status_code == 403 and "services" not in denied.text
 
         # the manifest object and every log line of the daemon are free of the env secret
-        stored = _get(base + "/manifest", token).json()
+        stored = get(base + "/manifest", token).json()
         assert "s3cr3t-env-value" not in json.dumps(stored)
         assert "s3cr3t-env-value" not in daemon.logs()
 
@@ -133,7 +104,7 @@ def test_gpu_lease_runs_on_the_real_node_and_goes_away_on_close(
                 return e.status == 404
             return False
 
-        await _poll(gone, 120)
+        await poll(gone, 120)
         await tenant.aclose()
         await other.aclose()
 
@@ -149,16 +120,16 @@ def test_an_image_that_cannot_be_pulled_shows_its_reason(
     async def go() -> None:
         tenant = await tenant_client(chain_proc, Key.generate("tenant"))
         assert tenant.key is not None
-        await _lease(tenant, text, 202, daemon.key.address)
+        await lease_on(tenant, text, 202, daemon.key.address)
         await tenant_ops.send_manifest(tenant, text.encode(), "test.yaml", 202)
         token = jose_token(tenant.key)
 
         async def failing() -> Any:
-            body = _get(f"{daemon.url}/lease/202/1/1/status", token).json()
+            body = get(f"{daemon.url}/lease/202/1/1/status", token).json()
             reasons = {e["reason"] for e in body.get("errors", [])}
             return body if reasons & {"ErrImagePull", "ImagePullBackOff"} else None
 
-        status = await _poll(failing)
+        status = await poll(failing)
         assert status["state"] in ("failed", "deploying")
         assert any(
             "not found" in e["message"].lower() or "manifest unknown" in e["message"].lower() for e in status["errors"]
@@ -189,11 +160,11 @@ def test_tokens_that_are_not_valid_are_refused(daemon: Daemon, chain_proc: Chain
             "garbage": "not.a.jwt",
         }
         for name, token in cases.items():
-            resp = _get(url, token)
+            resp = get(url, token)
             assert resp.status_code == 401, (name, resp.status_code, resp.text)
         assert httpx.get(url, timeout=10).status_code == 401
         # a valid token for a lease the tenant does not have: 404, no data
-        assert _get(url, jose_token(tenant.key)).status_code == 404
+        assert get(url, jose_token(tenant.key)).status_code == 404
         await tenant.aclose()
 
     run(go())
@@ -211,13 +182,13 @@ def test_manifest_timeout_closes_our_side(
         async def go() -> None:
             tenant = await tenant_client(chain_proc, Key.generate("tenant"))
             assert tenant.key is not None
-            await _lease(tenant, gpu_sdl(real_node["busybox"]), 303, d.key.address)
+            await lease_on(tenant, gpu_sdl(real_node["busybox"]), 303, d.key.address)
 
             async def closed() -> Any:
                 leases = await tenant.leases(owner=tenant.key.address, dseq=303)  # type: ignore[union-attr]
                 return [x for x in leases if x.state == "closed"]
 
-            lease = (await _poll(closed, 60))[0]
+            lease = (await poll(closed, 60))[0]
             assert lease.closed_reason == "manifest_timeout"
             await tenant.aclose()
 

@@ -11,7 +11,7 @@ import pytest
 
 from provider.api.auth import AuthError, ChainKeyVerifier, PublicKeys, Target, mint
 from provider.chain.keys import Key
-from tests.cluster.lifecycle_kit import jose_token
+from tests.jose import jose_token
 
 TENANT = Key.generate("tenant")
 PROVIDER = "gp1" + "c" * 40
