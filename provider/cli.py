@@ -129,6 +129,8 @@ def _add_devcluster(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     s.add_parser("down", help="stop every process it started, undo its host changes and remove its state")
     s.add_parser("status", help="show components, nodes and the kubeconfig path")
+    restart = s.add_parser("restart", help="stop one component and start it again the same way (recovery drills)")
+    restart.add_argument("component", metavar="COMPONENT", help="e.g. kube-apiserver, etcd, kubelet (see status)")
     image = s.add_parser("image", help="images for the real node, without Docker")
     isub = image.add_subparsers(dest="image_command", required=True, metavar="COMMAND")
     build = isub.add_parser("build", help="pack DIR as one layer, push it as NAME to the cluster's registry")

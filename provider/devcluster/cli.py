@@ -1,4 +1,4 @@
-"""``gpu-provider devcluster up|down|status|image build`` (the parser lives in provider.cli)."""
+"""``gpu-provider devcluster up|down|status|restart|image build`` (the parser lives in provider.cli)."""
 
 from __future__ import annotations
 
@@ -30,6 +30,10 @@ def cli_command(args: argparse.Namespace) -> int:
         return 0
     if args.devcluster_command == "down":
         cluster.down()
+        return 0
+    if args.devcluster_command == "restart":
+        cluster.restart(args.component)
+        print(f"devcluster: {args.component} restarted", file=sys.stderr)
         return 0
     if args.devcluster_command == "image":
         from provider.devcluster.realnode import registry_of

@@ -108,6 +108,19 @@ class DevCluster:
         state.commands[name] = argv[0]
         self.save(state)
 
+    def restart(self, component: str, timeout: float = 120.0) -> None:
+        """Stop one running component and start it again with the same command line and environment
+        (tests use it to prove the provider recovers from an API server restart)."""
+        state = self.load()
+        if state is None or not self.ours(state, component):
+            raise DevClusterError(f"{component} is not running in this dev cluster")
+        argv, env = procs.argv_and_env(state.pids[component])
+        self.stop(state, [component])
+        state.pids[component] = procs.start(argv, self.logs / f"{component}.log", env)
+        self.save(state)
+        if component == "kube-apiserver":
+            self.wait(self._ready, timeout, "the restarted API server to become ready", component)
+
     @staticmethod
     def ours(state: State, component: str) -> bool:
         """Is the recorded process alive and still the one we started (not a PID reused since)?"""

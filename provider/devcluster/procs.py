@@ -59,6 +59,15 @@ def wait_gone(pids: Iterable[int], timeout: float) -> bool:
         time.sleep(0.05)
 
 
+def argv_and_env(pid: int) -> tuple[list[str], dict[str, str]]:
+    """A running process's full argv and environment, from /proc (to start it again the same way)."""
+    with open(f"/proc/{pid}/cmdline", "rb") as f:
+        argv = [a.decode() for a in f.read().split(b"\0") if a]
+    with open(f"/proc/{pid}/environ", "rb") as f:
+        env = dict(e.decode(errors="replace").split("=", 1) for e in f.read().split(b"\0") if b"=" in e)
+    return argv, env
+
+
 def start(argv: list[str], log: Path, env: Mapping[str, str] | None = None) -> int:
     """Start ``argv`` in its own session (so its whole process group can be signalled), output to ``log``."""
     with open(log, "ab") as out:

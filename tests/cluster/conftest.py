@@ -42,7 +42,7 @@ def devcluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevCluster 
         return
     cluster = DevCluster(tmp_path_factory.mktemp("devcluster") / "state")
     try:
-        cluster.up(timeout=300, real_node=True)
+        cluster.up(timeout=300, real_node=True, real_node_gpus="h200:4")  # room for two leases at once
     except DevClusterError as e:
         pytest.fail(f"the dev cluster could not start: {e}", pytrace=False)
     try:

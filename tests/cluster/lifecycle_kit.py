@@ -74,6 +74,8 @@ class Daemon:
     manifest_timeout_blocks: int = 400
     api_extra: dict[str, Any] = field(default_factory=dict)
     deploy_extra: dict[str, Any] = field(default_factory=dict)
+    inventory_extra: dict[str, Any] = field(default_factory=dict)
+    log_level: str = "info"
     api_port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
 
@@ -90,7 +92,7 @@ class Daemon:
                 "state_dir": str(self.dir / "state"),
                 "metrics_address": f"127.0.0.1:{free_port()}",
             },
-            "inventory": {"kubeconfig": str(self.kubeconfig)},
+            "inventory": {"kubeconfig": str(self.kubeconfig), **self.inventory_extra},
             "api": {"address": f"127.0.0.1:{self.api_port}", "insecure_http": True, **self.api_extra},
             "deploy": {
                 "namespace": self.namespace,
@@ -116,7 +118,16 @@ class Daemon:
     def start(self) -> None:
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "provider.cli", "run", "--config", str(self.config)],
+                [
+                    sys.executable,
+                    "-m",
+                    "provider.cli",
+                    "run",
+                    "--config",
+                    str(self.config),
+                    "--log-level",
+                    self.log_level,
+                ],
                 cwd=REPO,
                 stdout=log,
                 stderr=subprocess.STDOUT,
