@@ -228,6 +228,10 @@ class Kube:
             query.append(("dryRun", "All"))
         kind = obj.get("kind", "object")
         name = obj.get("metadata", {}).get("name", "")
-        return self.request(
-            "PATCH", path, dict(obj), query, "application/apply-patch+yaml", what=f"applying {kind} {name}"
-        )
+        # JSON is YAML, but the API server's YAML decoder refuses JSON's surrogate-pair escapes (\\ud83d...)
+        # for characters beyond the BMP: send them as UTF-8 instead.
+        try:
+            body = json.dumps(obj, ensure_ascii=False).encode()
+        except UnicodeEncodeError:
+            raise KubeError(f"applying {kind} {name} failed: it holds text that is not valid Unicode", 422) from None
+        return self.request("PATCH", path, body, query, "application/apply-patch+yaml", what=f"applying {kind} {name}")

@@ -19,6 +19,7 @@ from sdl import spec as s
 MAX_SERVICES = 64
 MAX_ITEMS = 256  # env entries, exposes, args...
 MAX_STRING = 256 * 1024  # one string; the API bounds the whole body
+_SURROGATE = re.compile("[\ud800-\udfff]")
 _SERVICE_NAME = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 _ENV_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
 _HOST = re.compile(r"^(?=.{1,253}$)[a-z0-9*]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
@@ -57,6 +58,8 @@ def _str(raw: Any, where: str, *, empty: bool = True) -> str:
         raise _fail(where, f"longer than {MAX_STRING} characters")
     if not empty and not raw.strip():
         raise _fail(where, "must not be empty")
+    if _SURROGATE.search(raw):
+        raise _fail(where, "holds a lone UTF-16 surrogate escape (\\ud800-\\udfff): not valid Unicode text")
     return raw
 
 

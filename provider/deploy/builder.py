@@ -129,11 +129,10 @@ def gpu_node_terms(
 
 
 def _catalogue_fits(catalogue: Catalogue, product: str, fits: Any) -> bool:
-    for e in catalogue.entries:
-        for n in e.names:
-            if n.replace(" ", "-").lower() == product.lower():
-                return bool(fits(e.key, e.ram_class, e.interface))
-    return True
+    """A product the catalogue knows fits only as the catalogue describes it; an unknown one is trusted
+    as the inventory identified it on a node."""
+    known = catalogue.from_product_label(product)
+    return not known.known or bool(fits(known.model, known.ram_class, known.interface))
 
 
 def _quantity_env(ref: LeaseRef, settings: DeploySettings) -> list[Obj]:

@@ -18,6 +18,7 @@ from provider.deploy import naming
 from provider.deploy.builder import DeploySettings, LeaseRef, base_labels, build_objects
 from provider.domain import NodeGpuFacts
 from provider.errors import KubeError
+from provider.inventory.models import DEFAULT_CATALOGUE, Catalogue
 from provider.kube import Kube
 from sdl import spec as s
 from sdl.manifest import manifest_from_json
@@ -160,7 +161,13 @@ TENANT_REASONS = {
 
 
 class Deployer:
-    def __init__(self, kube: Kube, settings: DeploySettings, provider_namespace: str, catalogue: Any = None) -> None:
+    def __init__(
+        self,
+        kube: Kube,
+        settings: DeploySettings,
+        provider_namespace: str,
+        catalogue: Catalogue = DEFAULT_CATALOGUE,
+    ) -> None:
         self.kube = kube
         self.settings = settings
         self.namespace = provider_namespace
@@ -276,9 +283,7 @@ class Deployer:
 
     # -- apply and teardown ----------------------------------------------------------------------
     def objects(self, ref: LeaseRef, group: s.ManifestGroup, observed: Iterable[NodeGpuFacts]) -> list[dict[str, Any]]:
-        if self.catalogue is not None:
-            return build_objects(ref, group, self.settings, observed, self.catalogue)
-        return build_objects(ref, group, self.settings, observed)
+        return build_objects(ref, group, self.settings, observed, self.catalogue)
 
     def apply(self, objs: list[dict[str, Any]], dry_run: bool = False) -> None:
         for obj in objs:

@@ -57,6 +57,7 @@ def _sample() -> tuple[Any, sdl.Deployment]:
         (lambda m: m[0]["services"][0].update(name="Bad_Name"), "is not a service name"),
         (lambda m: m[0]["services"][0]["expose"][0].update(proto="SCTP"), "is not TCP or UDP"),
         (lambda m: m[0]["services"][0].update(env=["1BAD=x"]), "valid variable name"),
+        (lambda m: m[0]["services"][0].update(args=["\ud83d"]), "lone UTF-16 surrogate"),
         (lambda m: m[0]["services"][0]["expose"][0].update(**{"global": False}), "no service is exposed globally"),
         (lambda m: m.append(copy.deepcopy(m[0])), "appears twice"),
         (lambda m: m[0].update(services=[]), "1..64 services"),
