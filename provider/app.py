@@ -24,6 +24,7 @@ from provider.chain.mock.state import ChainParams
 from provider.chain.types import Coin
 from provider.config import Config
 from provider.deploy.deployer import Deployer
+from provider.deploy.watch import WatchCache
 from provider.inventory.reservations import Reservations
 from provider.inventory.service import ClusterInventory
 from provider.inventory.static import StaticInventory, nodes_from_config
@@ -73,6 +74,8 @@ async def run(config: Config, registry: CollectorRegistry | None = None) -> None
             ),
             height=lambda: engine.height if engine is not None else 0,
         )
+        cache = WatchCache(kube, on_change=leases.namespace_changed)
+        leases.deployer.cache = cache
         reaper = OrphanReaper(
             chain,
             leases.deployer,
@@ -171,7 +174,14 @@ def api_server(
         leases,
         verifier,
         provider_status,
-        ApiLimits(a.max_manifest_bytes, a.client_rate, a.account_rate),
+        ApiLimits(
+            a.max_manifest_bytes,
+            a.client_rate,
+            a.account_rate,
+            max_follow_streams=a.max_follow_streams,
+            max_follow_streams_per_account=a.max_follow_streams_per_account,
+            follow_max_seconds=a.follow_max_seconds,
+        ),
     )
     host, _, port = a.address.rpartition(":")
     tls: dict[str, Any] = {}

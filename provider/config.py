@@ -207,6 +207,9 @@ class ApiSection(_Section):
     max_manifest_bytes: Size = 1024 * 1024
     client_rate: float = Field(20.0, gt=0, le=10_000)  # requests/second per client address
     account_rate: float = Field(10.0, gt=0, le=10_000)  # authenticated requests/second per account
+    max_follow_streams: int = Field(100, ge=1, le=10_000)  # websocket log/event follow streams at once
+    max_follow_streams_per_account: int = Field(8, ge=1, le=1_000)
+    follow_max_seconds: float = Field(3600.0, ge=10, le=86_400)  # then the stream closes; clients reconnect
 
     @model_validator(mode="after")
     def _tls(self) -> ApiSection:

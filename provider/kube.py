@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from decimal import Decimal
 from typing import Any
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.utils.quantity import parse_quantity
+from urllib3.exceptions import ProtocolError
 
 from provider.deploy import naming
 from provider.domain import GPU_RESOURCE, NodeGpuFacts, NodeView, PodView, Resources
@@ -25,6 +26,36 @@ LEASE_LABEL = "gpu-provider.io/lease"
 AGENT_PREFIX = "gpu-provider.io/"
 MIG_PREFIX = "nvidia.com/mig-"
 REQUEST_TIMEOUT = 30
+
+
+class LineStream:
+    """Lines of a streamed response body, as they arrive; ``close()`` (from any thread) ends the iteration."""
+
+    def __init__(self, raw: Any) -> None:
+        self._raw = raw
+        self._closed = False
+
+    def __iter__(self) -> Iterator[str]:
+        pending = b""
+        try:
+            for chunk in self._raw.stream(8192):
+                pending += chunk
+                while b"\n" in pending:
+                    line, pending = pending.split(b"\n", 1)
+                    yield line.decode("utf-8", "replace")
+            if pending:
+                yield pending.decode("utf-8", "replace")
+        except (OSError, ProtocolError, ValueError, AttributeError):  # closed under us, or the server went away
+            return
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            with contextlib.suppress(Exception):
+                self._raw.close()
+                self._raw.release_conn()
 
 
 def _q(value: Any) -> Decimal:
@@ -220,6 +251,60 @@ class Kube:
                 message = str(json.loads(payload).get("message", message))
             raise KubeError(f"{what} failed: {resp.status}: {message}", resp.status)
         return payload
+
+    def watch(self, path: str, query: list[tuple[str, str]], timeout_seconds: int = 60) -> Iterator[dict[str, Any]]:
+        """A watch on a collection: yields each event ({"type", "object"}) as the server sends it, until the
+        server ends the watch (after ``timeout_seconds``). The caller passes ``resourceVersion``."""
+        what = f"watching {path}"
+        params = [*query, ("watch", "true"), ("timeoutSeconds", str(timeout_seconds)), ("allowWatchBookmarks", "true")]
+        try:
+            m, url, headers, _, _ = self.api.param_serialize(
+                method="GET",
+                resource_path=path,
+                query_params=params,
+                header_params={"Accept": "application/json"},
+                auth_settings=["BearerToken"],
+            )
+            resp = self.api.call_api(m, url, header_params=headers, _request_timeout=(10, timeout_seconds + 30))
+        except ApiException as e:
+            raise KubeError(f"{what} failed: {e.status} {e.reason}", e.status) from e
+        except OSError as e:
+            raise KubeError(f"{what} failed: cannot reach the Kubernetes API ({e})") from e
+        raw = resp.response
+        try:
+            if resp.status >= 400:
+                raise KubeError(f"{what} failed: {resp.status}: {raw.read(400)!r}", resp.status)
+            pending = b""
+            try:
+                for chunk in raw.stream(65536):
+                    pending += chunk
+                    while b"\n" in pending:
+                        line, pending = pending.split(b"\n", 1)
+                        if line.strip():
+                            yield json.loads(line)
+            except (OSError, ProtocolError) as e:
+                raise KubeError(f"{what} broke off: {e}") from e
+        finally:
+            raw.release_conn()
+
+    def open_stream(self, path: str, query: list[tuple[str, str]], what: str = "") -> LineStream:
+        """A long GET whose body is read line by line as it arrives (a followed log); close() ends it
+        from another thread."""
+        what = what or f"streaming {path}"
+        try:
+            m, url, headers, _, _ = self.api.param_serialize(
+                method="GET", resource_path=path, query_params=query, auth_settings=["BearerToken"]
+            )
+            resp = self.api.call_api(m, url, header_params=headers, _request_timeout=(10, None))
+        except ApiException as e:
+            raise KubeError(f"{what} failed: {e.status} {e.reason}", e.status) from e
+        except OSError as e:
+            raise KubeError(f"{what} failed: cannot reach the Kubernetes API ({e})") from e
+        if resp.status >= 400:
+            body = resp.response.read(400)
+            resp.response.release_conn()
+            raise KubeError(f"{what} failed: {resp.status}: {body!r}", resp.status)
+        return LineStream(resp.response)
 
     def apply(self, path: str, obj: Mapping[str, Any], field_manager: str, dry_run: bool = False) -> Any:
         """Server-side apply of one object at ``path`` (its own URL), forcing our field manager's ownership."""

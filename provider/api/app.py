@@ -9,23 +9,34 @@ rate limited per client address and per account.
 """
 
 import asyncio
+import logging
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
+from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, WebSocket
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from provider.api.auth import AuthError, Target, Tenant, TokenVerifier
+from provider.api.auth import AuthError, Scope, Target, Tenant, TokenVerifier
+from provider.api.streams import END, FollowLimits, pump
 from provider.asgi import AsciiJSONResponse, BodyLimit, error_response
 from provider.deploy.deployer import public_group
+from provider.errors import KubeError
+from provider.kube import LineStream
 from provider.leases.service import LeaseRecord, LeaseService, ManifestRefusedError
 
+log = logging.getLogger("provider.api")
+
 MAX_SEQ = 2**63 - 1
+FOLLOW_OVER_WEBSOCKET = (
+    "follow=true is served over a websocket at this same path (as Akash's provider serves it); "
+    "over plain HTTP, use follow=false"
+)
 Seq = Annotated[int, Path(ge=1, le=MAX_SEQ)]
 Seq0 = Annotated[int, Path(ge=0, le=MAX_SEQ)]
 
@@ -36,6 +47,9 @@ class ApiLimits:
     client_rate: float = 20.0  # requests per second per client address (bursts of 2x)
     account_rate: float = 10.0  # authenticated requests per second per account
     max_log_lines: int = 10_000
+    max_follow_streams: int = 100  # websocket follow streams open at once, in all
+    max_follow_streams_per_account: int = 8
+    follow_max_seconds: float = 3600.0  # a follow stream is closed after this long (the client reconnects)
 
 
 class RateLimiter:
@@ -99,7 +113,9 @@ def create_app(
         return await call_next(request)
 
     async def tenant(request: Request) -> Tenant:
-        header = request.headers.get("authorization", "")
+        return await authenticate(request.headers.get("authorization", ""))
+
+    async def authenticate(header: str) -> Tenant:
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise _deny(401, "unauthenticated", "send Authorization: Bearer <JWT signed with your account key>")
@@ -182,7 +198,7 @@ def create_app(
         need(who, Target("events", dseq, gseq, oseq))
         rec = lease_of(who, dseq, gseq, oseq)
         if follow:
-            raise _deny(400, "follow_unsupported", "follow streams are not served yet; poll with follow=false")
+            raise _deny(400, "follow_needs_websocket", FOLLOW_OVER_WEBSOCKET)
         events = await asyncio.to_thread(leases.deployer.events, rec.id, tail if tail >= 0 else 10_000)
         return {"events": events}
 
@@ -200,7 +216,7 @@ def create_app(
         need(who, target)
         rec = lease_of(who, dseq, gseq, oseq)
         if follow:
-            raise _deny(400, "follow_unsupported", "follow streams are not served yet; poll with follow=false")
+            raise _deny(400, "follow_needs_websocket", FOLLOW_OVER_WEBSOCKET)
         allowed = who.services(me, target)
         wanted = frozenset(s for s in service.split(",") if s) or None
         if wanted is not None and allowed is not None:
@@ -211,5 +227,132 @@ def create_app(
             leases.deployer.logs, rec.id, wanted, min(tail, limits.max_log_lines) if tail >= 0 else limits.max_log_lines
         )
         return {"logs": lines[-limits.max_log_lines :]}
+
+    # -- websockets: the same paths, as Akash serves them (follow streams) ------------------------------
+    follows = FollowLimits(limits.max_follow_streams, limits.max_follow_streams_per_account)
+
+    async def deny_ws(ws: WebSocket, exc: HTTPException) -> None:
+        detail = exc.detail if isinstance(exc.detail, dict) else {"code": "error", "message": str(exc.detail)}
+        if "websocket.http.response" in ws.scope.get("extensions", {}):
+            headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
+            await ws.send_denial_response(AsciiJSONResponse(detail, status_code=exc.status_code, headers=headers))
+        else:  # Akash's close codes: 4001 lease not found, 4002 unavailable
+            code = {404: 4001, 503: 4002}.get(exc.status_code, 1008)
+            await ws.close(code, str(detail.get("message", ""))[:120])
+
+    async def ws_caller(ws: WebSocket, scope: Scope, dseq: int, gseq: int, oseq: int) -> tuple[Tenant, LeaseRecord]:
+        client = ws.client.host if ws.client else "unknown"
+        if not per_client.allow(client):
+            raise _deny(429, "rate_limited", "too many requests from this address; slow down")
+        who = await authenticate(ws.headers.get("authorization", ""))
+        need(who, Target(scope, dseq, gseq, oseq))
+        return who, lease_of(who, dseq, gseq, oseq)
+
+    @app.websocket("/lease/{dseq}/{gseq}/{oseq}/logs")
+    async def ws_logs(
+        ws: WebSocket,
+        dseq: Seq,
+        gseq: Seq,
+        oseq: Seq,
+        tail: Annotated[int, Query(ge=-1, le=10_000)] = 100,
+        service: Annotated[str, Query(max_length=1000)] = "",
+        follow: bool = False,
+    ) -> None:
+        try:
+            who, rec = await ws_caller(ws, "logs", dseq, gseq, oseq)
+            allowed = who.services(me, Target("logs", dseq, gseq, oseq))
+            wanted = frozenset(s for s in service.split(",") if s) or None
+            wanted = (wanted & allowed if allowed is not None else wanted) if wanted is not None else allowed
+            why = follows.acquire(who.address) if follow else None
+            if why:
+                raise _deny(429, "too_many_streams", why)
+        except HTTPException as e:
+            await deny_ws(ws, e)
+            return
+        try:
+            await ws.accept()
+            if not follow:
+                lines = await asyncio.to_thread(leases.deployer.logs, rec.id, wanted, tail)
+                for line in lines[-limits.max_log_lines :]:
+                    await ws.send_json(line)
+                await ws.close(1000)
+                return
+            try:
+                streams = await asyncio.to_thread(leases.deployer.follow_logs, rec.id, wanted, tail)
+            except KubeError:
+                await ws.close(4002, "the cluster cannot be read right now; retry")
+                return
+
+            def start(emit: Callable[[Any], None]) -> Callable[[], None]:
+                left = [len(streams)]
+                lock = threading.Lock()
+
+                def read(svc: str, name: str, stream: LineStream) -> None:
+                    for text in stream:
+                        emit({"name": name, "service": svc, "message": text})
+                    with lock:
+                        left[0] -= 1
+                        last = left[0] == 0
+                    if last:
+                        emit(END)
+
+                if not streams:
+                    emit(END)
+                for svc, name, stream in streams:
+                    threading.Thread(target=read, args=(svc, name, stream), daemon=True, name="follow-logs").start()
+
+                def stop() -> None:
+                    for _, _, s in streams:
+                        s.close()
+
+                return stop
+
+            await pump(ws, start, limits.follow_max_seconds)
+        finally:
+            if follow:
+                follows.release(who.address)
+
+    @app.websocket("/lease/{dseq}/{gseq}/{oseq}/kubeevents")
+    async def ws_events(
+        ws: WebSocket,
+        dseq: Seq,
+        gseq: Seq,
+        oseq: Seq,
+        tail: Annotated[int, Query(ge=-1, le=10_000)] = 200,
+        follow: bool = False,
+    ) -> None:
+        try:
+            who, rec = await ws_caller(ws, "events", dseq, gseq, oseq)
+            why = follows.acquire(who.address) if follow else None
+            if why:
+                raise _deny(429, "too_many_streams", why)
+        except HTTPException as e:
+            await deny_ws(ws, e)
+            return
+        try:
+            await ws.accept()
+            if not follow:
+                for event in await asyncio.to_thread(leases.deployer.events, rec.id, tail if tail >= 0 else 10_000):
+                    await ws.send_json(event)
+                await ws.close(1000)
+                return
+            stop = threading.Event()
+
+            def start(emit: Callable[[Any], None]) -> Callable[[], None]:
+                def run() -> None:
+                    try:
+                        leases.deployer.follow_events(rec.id, tail, emit, stop)
+                    except KubeError as e:
+                        log.info("event stream ended lease=%s error=%r", rec.id, str(e)[:200])
+                    finally:
+                        emit(END)
+
+                threading.Thread(target=run, daemon=True, name="follow-events").start()
+                return stop.set
+
+            await pump(ws, start, limits.follow_max_seconds)
+        finally:
+            if follow:
+                follows.release(who.address)
 
     return app

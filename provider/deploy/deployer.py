@@ -9,17 +9,19 @@ from __future__ import annotations
 import base64
 import json
 import logging
-from collections.abc import Iterable
+import threading
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from provider.chain.types import LeaseId
 from provider.deploy import naming
 from provider.deploy.builder import DeploySettings, LeaseRef, base_labels, build_objects
+from provider.deploy.watch import WatchCache
 from provider.domain import NodeGpuFacts
 from provider.errors import KubeError
 from provider.inventory.models import DEFAULT_CATALOGUE, Catalogue
-from provider.kube import Kube
+from provider.kube import Kube, LineStream
 from sdl import spec as s
 from sdl.manifest import manifest_from_json
 
@@ -133,7 +135,6 @@ class ServiceState:
     ready: int = 0
     updated: int = 0
     observed_generation: int = 0
-    uris: list[str] = field(default_factory=list)
     ports: list[dict[str, Any]] = field(default_factory=list)  # forwarded (NodePort) ports
 
 
@@ -172,6 +173,7 @@ class Deployer:
         self.settings = settings
         self.namespace = provider_namespace
         self.catalogue = catalogue
+        self.cache: WatchCache | None = None  # set by the daemon: observe() then reads it, not the API
 
     # -- setup ----------------------------------------------------------------------------------
     def install(self) -> None:
@@ -348,92 +350,92 @@ class Deployer:
 
     # -- reading back ----------------------------------------------------------------------------
     def observe(self, lease: LeaseId, group: s.ManifestGroup | None) -> LeaseObservation:
+        """What runs for a lease: from the watch cache when it is synced (no API call), else the API."""
         ns = naming.namespace_for(lease)
-        seen = LeaseObservation(ns, self.namespace_exists(lease))
-        if not seen.exists:
-            return seen
-        for kind, plural in (("Deployment", "deployments"), ("StatefulSet", "statefulsets")):
-            for w in self.kube.request("GET", f"/apis/apps/v1/namespaces/{ns}/{plural}")["items"]:
-                st = w.get("status", {})
-                name = w["metadata"]["name"]
-                seen.services[name] = ServiceState(
-                    name=name,
-                    kind=kind,
-                    replicas=int(w["spec"].get("replicas", 0)),
-                    total=int(w["spec"].get("replicas", 0)),
-                    available=int(st.get("availableReplicas", 0)),
-                    ready=int(st.get("readyReplicas", 0)),
-                    updated=int(st.get("updatedReplicas", 0)),
-                    observed_generation=int(st.get("observedGeneration", 0)),
-                )
-        for svc in self.kube.request("GET", f"/api/v1/namespaces/{ns}/services")["items"]:
-            owner = svc["metadata"].get("labels", {}).get(naming.SERVICE_LABEL, "")
-            if owner in seen.services and svc["spec"].get("type") in ("NodePort", "LoadBalancer"):
-                for p in svc["spec"].get("ports", []):
-                    seen.services[owner].ports.append(
-                        {
-                            "host": self.settings.cluster_public_hostname,
-                            "port": p.get("targetPort"),
-                            "externalPort": p.get("nodePort", p.get("port")),
-                            "proto": p.get("protocol", "TCP"),
-                            "name": owner,
-                        }
-                    )
-        for ing in self.kube.request("GET", f"/apis/networking.k8s.io/v1/namespaces/{ns}/ingresses")["items"]:
-            owner = ing["metadata"].get("labels", {}).get(naming.SERVICE_LABEL, "")
-            if owner in seen.services:
-                seen.services[owner].uris += [r["host"] for r in ing["spec"].get("rules", []) if r.get("host")]
-        seen.problems = self._problems(ns)
-        return seen
-
-    def _problems(self, ns: str) -> list[dict[str, str]]:
-        out: dict[tuple[str, str], dict[str, str]] = {}
-        for pod in self.kube.request("GET", f"/api/v1/namespaces/{ns}/pods")["items"]:
-            svc = pod["metadata"].get("labels", {}).get(naming.SERVICE_LABEL, "")
-            status = pod.get("status", {})
-            for cond in status.get("conditions", []):
-                if cond.get("type") == "PodScheduled" and cond.get("status") == "False":
-                    out[(svc, "unschedulable")] = {
-                        "service": svc,
-                        "reason": "unschedulable",
-                        "message": str(cond.get("message", ""))[:500],
-                        "side": "provider",
-                    }
-            for cs in status.get("containerStatuses", []):
-                state, last = cs.get("state", {}), cs.get("lastState", {})
-                waiting = state.get("waiting") or {}
-                term = state.get("terminated") or last.get("terminated") or {}
-                reason = waiting.get("reason") or ""
-                message = waiting.get("message") or ""
-                if reason in TENANT_REASONS:
-                    out[(svc, reason)] = {"service": svc, "reason": reason, "message": message[:500], "side": "tenant"}
-                if term.get("reason") == "OOMKilled":
-                    out[(svc, "OOMKilled")] = {
-                        "service": svc,
-                        "reason": "OOMKilled",
-                        "message": f"the container used more than its memory limit (exit {term.get('exitCode')})",
-                        "side": "tenant",
-                    }
-        return sorted(out.values(), key=lambda p: (p["service"], p["reason"]))
+        cache = self.cache
+        if cache is not None and cache.synced:
+            return observation(
+                ns,
+                bool(cache.get("namespaces", ns)),
+                [("Deployment", w) for w in cache.get("deployments", ns)]
+                + [("StatefulSet", w) for w in cache.get("statefulsets", ns)],
+                cache.get("services", ns),
+                cache.get("pods", ns),
+                self.settings.cluster_public_hostname,
+            )
+        if not self.namespace_exists(lease):
+            return LeaseObservation(ns, False)
+        workloads = [
+            (kind, w)
+            for kind, plural in (("Deployment", "deployments"), ("StatefulSet", "statefulsets"))
+            for w in self.kube.request("GET", f"/apis/apps/v1/namespaces/{ns}/{plural}")["items"]
+        ]
+        return observation(
+            ns,
+            True,
+            workloads,
+            self.kube.request("GET", f"/api/v1/namespaces/{ns}/services")["items"],
+            self.kube.request("GET", f"/api/v1/namespaces/{ns}/pods")["items"],
+            self.settings.cluster_public_hostname,
+        )
 
     def events(self, lease: LeaseId, limit: int = 200) -> list[dict[str, Any]]:
         ns = naming.namespace_for(lease)
         items = self.kube.request("GET", f"/api/v1/namespaces/{ns}/events")["items"]
-        out = [
-            {
-                "type": e.get("type", ""),
-                "reason": e.get("reason", ""),
-                "note": e.get("message", ""),
-                "object": {
-                    "kind": e.get("involvedObject", {}).get("kind", ""),
-                    "name": e.get("involvedObject", {}).get("name", ""),
-                },
-                "time": e.get("lastTimestamp") or e.get("eventTime") or "",
-            }
-            for e in items
-        ]
+        out = [_event(e) for e in items]
         out.sort(key=lambda e: str(e["time"]))
         return out[-limit:]
+
+    def follow_logs(
+        self, lease: LeaseId, services: frozenset[str] | None, tail: int
+    ) -> list[tuple[str, str, LineStream]]:
+        """(service, line name, stream) for each running container of the lease: its last ``tail`` lines
+        (all when negative), then what it prints until it ends or the stream is closed."""
+        ns = naming.namespace_for(lease)
+        out = []
+        try:
+            for pod in self.kube.request("GET", f"/api/v1/namespaces/{ns}/pods")["items"]:
+                svc = pod["metadata"].get("labels", {}).get(naming.SERVICE_LABEL, "")
+                if services is not None and svc not in services:
+                    continue
+                name = pod["metadata"]["name"]
+                query = [("container", svc), ("follow", "true")] + ([("tailLines", str(tail))] if tail >= 0 else [])
+                try:
+                    stream = self.kube.open_stream(
+                        f"/api/v1/namespaces/{ns}/pods/{name}/log", query, what=f"following logs of {name}"
+                    )
+                except KubeError as e:
+                    if e.status in (400, 404):  # not started yet, or gone
+                        continue
+                    raise
+                out.append((svc, f"{svc}-{name.rsplit('-', 1)[-1]}", stream))
+        except BaseException:
+            for _, _, s in out:
+                s.close()
+            raise
+        return out
+
+    def follow_events(
+        self, lease: LeaseId, tail: int, emit: Callable[[dict[str, Any]], None], stop: threading.Event
+    ) -> None:
+        """Blocking: emit the lease's last ``tail`` events, then each new or updated one (a watch), until
+        ``stop`` is set. Watches are short, so a stop is noticed within seconds."""
+        ns = naming.namespace_for(lease)
+        listing = self.kube.request("GET", f"/api/v1/namespaces/{ns}/events", what="listing events")
+        past = sorted((_event(x) for x in listing["items"]), key=lambda e: str(e["time"]))
+        for e in past if tail < 0 else past[len(past) - tail :]:
+            emit(e)
+        version = str(listing.get("metadata", {}).get("resourceVersion", ""))
+        while not stop.is_set():
+            for change in self.kube.watch(f"/api/v1/namespaces/{ns}/events", [("resourceVersion", version)], 5):
+                obj = change.get("object") or {}
+                if change.get("type") == "ERROR":
+                    return
+                version = str(obj.get("metadata", {}).get("resourceVersion", version))
+                if change.get("type") in ("ADDED", "MODIFIED"):
+                    emit(_event(obj))
+                if stop.is_set():
+                    return
 
     def logs(self, lease: LeaseId, services: frozenset[str] | None, tail: int) -> list[dict[str, str]]:
         ns = naming.namespace_for(lease)
@@ -457,3 +459,92 @@ class Deployer:
                 for line in text.splitlines()
             ]
         return out
+
+
+def _event(e: dict[str, Any]) -> dict[str, Any]:
+    """A Kubernetes event as the tenant sees it."""
+    return {
+        "type": e.get("type", ""),
+        "reason": e.get("reason", ""),
+        "note": e.get("message", ""),
+        "object": {
+            "kind": e.get("involvedObject", {}).get("kind", ""),
+            "name": e.get("involvedObject", {}).get("name", ""),
+        },
+        "time": e.get("lastTimestamp") or e.get("eventTime") or "",
+    }
+
+
+def problems(pods: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """What a tenant can act on (or must know), from its pods: unschedulable, image, crash, config, OOM."""
+    out: dict[tuple[str, str], dict[str, str]] = {}
+    for pod in pods:
+        svc = pod["metadata"].get("labels", {}).get(naming.SERVICE_LABEL, "")
+        status = pod.get("status", {})
+        for cond in status.get("conditions", []):
+            if cond.get("type") == "PodScheduled" and cond.get("status") == "False":
+                out[(svc, "unschedulable")] = {
+                    "service": svc,
+                    "reason": "unschedulable",
+                    "message": str(cond.get("message", ""))[:500],
+                    "side": "provider",
+                }
+        for cs in status.get("containerStatuses", []):
+            state, last = cs.get("state", {}), cs.get("lastState", {})
+            waiting = state.get("waiting") or {}
+            term = state.get("terminated") or last.get("terminated") or {}
+            reason = waiting.get("reason") or ""
+            message = waiting.get("message") or ""
+            if reason in TENANT_REASONS:
+                out[(svc, reason)] = {"service": svc, "reason": reason, "message": message[:500], "side": "tenant"}
+            if term.get("reason") == "OOMKilled":
+                out[(svc, "OOMKilled")] = {
+                    "service": svc,
+                    "reason": "OOMKilled",
+                    "message": f"the container used more than its memory limit (exit {term.get('exitCode')})",
+                    "side": "tenant",
+                }
+    return sorted(out.values(), key=lambda p: (p["service"], p["reason"]))
+
+
+def observation(
+    ns: str,
+    exists: bool,
+    workloads: list[tuple[str, dict[str, Any]]],
+    services: list[dict[str, Any]],
+    pods: list[dict[str, Any]],
+    public_hostname: str,
+) -> LeaseObservation:
+    """A lease's observation from its namespace's objects (API or cache, full or slimmed)."""
+    seen = LeaseObservation(ns, exists)
+    if not exists:
+        return seen
+    for kind, w in workloads:
+        st = w.get("status", {})
+        name = w["metadata"]["name"]
+        replicas = int(w.get("spec", {}).get("replicas", 0))
+        seen.services[name] = ServiceState(
+            name=name,
+            kind=kind,
+            replicas=replicas,
+            total=replicas,
+            available=int(st.get("availableReplicas", 0)),
+            ready=int(st.get("readyReplicas", 0)),
+            updated=int(st.get("updatedReplicas", 0)),
+            observed_generation=int(st.get("observedGeneration", 0)),
+        )
+    for svc in services:
+        owner = svc["metadata"].get("labels", {}).get(naming.SERVICE_LABEL, "")
+        if owner in seen.services and svc["spec"].get("type") in ("NodePort", "LoadBalancer"):
+            for p in svc["spec"].get("ports", []):
+                seen.services[owner].ports.append(
+                    {
+                        "host": public_hostname,
+                        "port": p.get("targetPort"),
+                        "externalPort": p.get("nodePort", p.get("port")),
+                        "proto": p.get("protocol", "TCP"),
+                        "name": owner,
+                    }
+                )
+    seen.problems = problems(pods)
+    return seen

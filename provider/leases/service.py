@@ -99,6 +99,8 @@ class LeaseService:
         self._locks: dict[LeaseId, asyncio.Lock] = {}
         self._slots = asyncio.Semaphore(self.settings.concurrency)
         self._tasks: set[asyncio.Task[None]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._changed = asyncio.Event()  # the watch cache saw a lease namespace change
 
     # -- hand-over from the bid engine (never blocks it) -----------------------------------------
     async def lease_won(self, lease: LeaseId, order: Order) -> None:
@@ -106,6 +108,12 @@ class LeaseService:
 
     async def lease_closed(self, lease: LeaseId) -> None:
         self._queue.put_nowait(("closed", lease))
+
+    def namespace_changed(self, namespace: str) -> None:
+        """Called by the watch cache (on its thread): wake the monitor for an early pass."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._changed.set)
 
     def live(self) -> set[LeaseId]:
         """The leases this service holds (the orphan sweep never touches their namespaces)."""
@@ -141,6 +149,17 @@ class LeaseService:
 
     # -- the loop ---------------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
+        self._loop = asyncio.get_running_loop()
+        cache = self.deployer.cache
+        if cache is not None:
+            cache.start()
+        try:
+            await self._run(stop)
+        finally:
+            if cache is not None:
+                cache.stop()
+
+    async def _run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             try:
                 await self.start()
@@ -253,9 +272,15 @@ class LeaseService:
         return self._height() if self._height is not None else 0
 
     async def _tick_loop(self, stop: asyncio.Event) -> None:
+        """A monitor pass every ``tick_seconds``, and soon after the watch cache reports a change."""
         while not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self.settings.tick_seconds)
+            waiters = {asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._changed.wait())}
+            _, pending = await asyncio.wait(waiters, timeout=self.settings.tick_seconds, return_when="FIRST_COMPLETED")
+            for w in pending:
+                w.cancel()
+            if stop.is_set():
+                return
+            self._changed.clear()
             try:
                 await self.tick()
             except ProviderError as e:
@@ -325,7 +350,11 @@ class LeaseService:
             log.info("close for manifest timeout not done lease=%s code=%s", rec.id, e.code)
 
     async def observe(self, rec: LeaseRecord) -> LeaseObservation:
-        seen = await asyncio.to_thread(self.deployer.observe, rec.id, rec.group)
+        cache = self.deployer.cache
+        if cache is not None and cache.synced:  # in memory: no API call, no thread hop
+            seen = self.deployer.observe(rec.id, rec.group)
+        else:
+            seen = await asyncio.to_thread(self.deployer.observe, rec.id, rec.group)
         rec.observed = seen
         expected = {v.name: v.count for v in rec.group.services} if rec.group else {}
         available = all(
