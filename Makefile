@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint devcluster bench clean
+.PHONY: run demo test lint devcluster bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,11 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/gpu-provider sdl check sdl/examples/llm-inference.yaml
 	bash hack/run-local.sh
+
+# The whole flow, narrated: a tenant deploys sdl/examples/llm-inference.yaml on the dev cluster through
+# the mock chain and a real daemon, sees it ready, closes it and sees the escrow settled.
+demo: $(STAMP)
+	$(BIN)/gpu-provider demo
 
 lint: $(STAMP)
 	$(BIN)/ruff check provider sdl tests bench

@@ -449,6 +449,12 @@ def _cmd_maintenance(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from provider.demo import EXAMPLE, run_demo
+
+    return run_demo(Path(args.sdl) if args.sdl else EXAMPLE, Path(args.state_dir) if args.state_dir else None)
+
+
 def _add_provider(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     setup = sub.add_parser(
         "setup", help="install what the daemon needs in the cluster: the Manifest CRD and its namespace"
@@ -456,6 +462,14 @@ def _add_provider(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     setup.add_argument("--config", help="YAML config file (its deploy.namespace and kubeconfig are used)")
     setup.add_argument("--kubeconfig", help="kubeconfig file (default: the config's, $KUBECONFIG, ~/.kube/config)")
     setup.set_defaults(func=_cmd_setup)
+    demo = sub.add_parser(
+        "demo",
+        help="the whole flow on this machine, narrated: dev cluster, mock chain, daemon; deploy an SDL as a "
+        "tenant, watch it come up, close it and show the escrow settled",
+    )
+    demo.add_argument("--sdl", help="the SDL to deploy (default sdl/examples/llm-inference.yaml)")
+    demo.add_argument("--state-dir", help="the dev cluster's state directory (default: the usual one)")
+    demo.set_defaults(func=_cmd_demo)
     maint = sub.add_parser(
         "maintenance", help="stop or resume bidding without a restart; running leases are served throughout"
     )

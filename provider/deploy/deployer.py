@@ -17,7 +17,7 @@ from typing import Any
 from provider.chain.types import LeaseId
 from provider.deploy import naming
 from provider.deploy.builder import DeploySettings, LeaseRef, base_labels, build_objects
-from provider.deploy.watch import WatchCache
+from provider.deploy.watch import WORKLOAD_WARNINGS, WatchCache
 from provider.domain import NodeGpuFacts
 from provider.errors import KubeError
 from provider.inventory.models import DEFAULT_CATALOGUE, Catalogue
@@ -362,6 +362,7 @@ class Deployer:
                 cache.get("services", ns),
                 cache.get("pods", ns),
                 self.settings.cluster_public_hostname,
+                cache.get("events", ns),
             )
         if not self.namespace_exists(lease):
             return LeaseObservation(ns, False)
@@ -377,6 +378,13 @@ class Deployer:
             self.kube.request("GET", f"/api/v1/namespaces/{ns}/services")["items"],
             self.kube.request("GET", f"/api/v1/namespaces/{ns}/pods")["items"],
             self.settings.cluster_public_hostname,
+            [
+                e
+                for e in self.kube.request(
+                    "GET", f"/api/v1/namespaces/{ns}/events", query=[("fieldSelector", "type=Warning")]
+                )["items"]
+                if e.get("reason") in WORKLOAD_WARNINGS
+            ],
         )
 
     def events(self, lease: LeaseId, limit: int = 200) -> list[dict[str, Any]]:
@@ -514,8 +522,11 @@ def observation(
     services: list[dict[str, Any]],
     pods: list[dict[str, Any]],
     public_hostname: str,
+    warnings: list[dict[str, Any]] | None = None,
 ) -> LeaseObservation:
-    """A lease's observation from its namespace's objects (API or cache, full or slimmed)."""
+    """A lease's observation from its namespace's objects (API or cache, full or slimmed). Controller
+    warnings (a pod the cluster would not create, a volume it could not provide) are shown while a
+    service is short of replicas: then nothing else tells why."""
     seen = LeaseObservation(ns, exists)
     if not exists:
         return seen
@@ -547,4 +558,20 @@ def observation(
                     }
                 )
     seen.problems = problems(pods)
+    short = {name for name, st in seen.services.items() if st.available < st.total}
+    if short:
+        latest: dict[tuple[str, str], dict[str, Any]] = {}
+        for e in sorted(warnings or [], key=lambda e: str(e.get("lastTimestamp") or "")):
+            involved = e.get("involvedObject") or {}
+            name, kind = str(involved.get("name", "")), involved.get("kind", "")
+            owner = name if kind == "StatefulSet" else name.rsplit("-", 1)[0] if kind == "ReplicaSet" else ""
+            if owner and owner not in short:
+                continue
+            latest[(owner, str(e.get("reason", "")))] = {
+                "service": owner,
+                "reason": str(e.get("reason", "")),
+                "message": str(e.get("message", ""))[:500],
+                "side": "provider",
+            }
+        seen.problems = sorted([*seen.problems, *latest.values()], key=lambda p: (p["service"], p["reason"]))
     return seen

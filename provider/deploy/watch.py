@@ -30,7 +30,13 @@ RESOURCES = {
     "statefulsets": "/apis/apps/v1/statefulsets",
     "services": "/api/v1/services",
     "pods": "/api/v1/pods",
+    "events": "/api/v1/events",  # warnings only, and only those in lease namespaces are kept
 }
+# controller warnings that leave a workload without pods, which the pods themselves cannot show
+WORKLOAD_WARNINGS = frozenset(
+    {"FailedCreate", "ProvisioningFailed", "FailedBinding", "FailedMount", "FailedAttachVolume"}
+)
+MAX_EVENTS_PER_NAMESPACE = 50
 Obj = dict[str, Any]
 
 
@@ -55,6 +61,15 @@ def slim(resource: str, obj: Obj) -> Obj:
         }
     elif resource == "services":
         out["spec"] = {"type": spec.get("type", ""), "ports": spec.get("ports", [])}
+    elif resource == "events":
+        involved = obj.get("involvedObject") or {}
+        out.update(
+            type=obj.get("type", ""),
+            reason=obj.get("reason", ""),
+            message=str(obj.get("message", ""))[:500],
+            involvedObject={"kind": involved.get("kind", ""), "name": involved.get("name", "")},
+            lastTimestamp=obj.get("lastTimestamp") or obj.get("eventTime") or "",
+        )
     elif resource == "pods":
         out["spec"] = {"nodeName": spec.get("nodeName", "")}
         out["status"] = {
@@ -137,6 +152,9 @@ class WatchCache:
         version = ""
         while not self._stop.is_set():
             try:
+                if resource == "events" and not self._has_listed("namespaces"):  # it filters by them
+                    self._stop.wait(0.05)
+                    continue
                 if not version:
                     version = self._list(resource)
                 version = self._watch(resource, version)
@@ -157,14 +175,11 @@ class WatchCache:
                 delay = min(delay * 2, 10.0)
 
     def _list(self, resource: str) -> str:
-        body = self.kube.request(
-            "GET",
-            RESOURCES[resource],
-            query=[("labelSelector", self.selector)],
-            what=f"listing {resource}",
-        )
+        body = self.kube.request("GET", RESOURCES[resource], query=self._query(resource), what=f"listing {resource}")
         fresh: dict[str, dict[str, Obj]] = {}
         for obj in body.get("items", []):
+            if not self._wanted(resource, obj):
+                continue
             s = slim(resource, obj)
             ns = s["metadata"]["namespace"] or ""
             fresh.setdefault(ns, {})[s["metadata"]["name"]] = s
@@ -180,9 +195,28 @@ class WatchCache:
             self._notify(ns)
         return str(body.get("metadata", {}).get("resourceVersion", ""))
 
+    def _has_listed(self, resource: str) -> bool:
+        with self._lock:
+            return resource in self._listed
+
+    def _query(self, resource: str) -> list[tuple[str, str]]:
+        if resource == "events":
+            return [("fieldSelector", "type=Warning")]
+        return [("labelSelector", self.selector)]
+
+    def _wanted(self, resource: str, obj: Obj) -> bool:
+        """Events: only workload warnings in a lease namespace we know (namespaces are created first)."""
+        if resource != "events":
+            return True
+        if obj.get("reason") not in WORKLOAD_WARNINGS:
+            return False
+        ns = obj.get("metadata", {}).get("namespace", "")
+        with self._lock:
+            return ns in self._store["namespaces"].get("", {})
+
     def _watch(self, resource: str, version: str) -> str:
         """Follow one watch to its end; returns the version to resume from ("" = list again)."""
-        query = [("labelSelector", self.selector), ("resourceVersion", version)]
+        query = [*self._query(resource), ("resourceVersion", version)]
         for event in self.kube.watch(RESOURCES[resource], query, self.watch_seconds):
             if self._stop.is_set():
                 return version
@@ -192,7 +226,7 @@ class WatchCache:
                     return ""
                 raise KubeError(f"watch of {resource} sent an error: {str(obj.get('message', ''))[:200]}")
             version = str(obj.get("metadata", {}).get("resourceVersion", version))
-            if kind == "BOOKMARK":
+            if kind == "BOOKMARK" or not self._wanted(resource, obj):
                 continue
             s = slim(resource, obj)
             name, ns = s["metadata"]["name"], s["metadata"]["namespace"] or ""
@@ -201,10 +235,12 @@ class WatchCache:
                 bucket = self._store[resource].setdefault(ns, {})
                 if kind == "DELETED":
                     bucket.pop(name, None)
-                    if not bucket:
-                        self._store[resource].pop(ns, None)
                 else:
                     bucket[name] = s
+                    while len(bucket) > MAX_EVENTS_PER_NAMESPACE and resource == "events":
+                        bucket.pop(min(bucket, key=lambda k: str(bucket[k].get("lastTimestamp", ""))))
+                if not bucket:
+                    self._store[resource].pop(ns, None)
             self._notify(name if resource == "namespaces" else ns)
         return version
 

@@ -353,6 +353,17 @@ class DevCluster:
         )
 
     def _ensure_nodes(self, plans: list[NodePlan], taint: bool) -> None:
+        # what the NVIDIA GPU operator installs on a real GPU cluster, so GPU pods are admitted here too
+        # (the real node's containerd maps the handler to runc; KWOK nodes run no containers at all)
+        self.ensure(
+            "/apis/node.k8s.io/v1/runtimeclasses",
+            {
+                "apiVersion": "node.k8s.io/v1",
+                "kind": "RuntimeClass",
+                "metadata": {"name": "nvidia"},
+                "handler": "nvidia",
+            },
+        )
         for plan in plans:
             status, body = self.api("POST", "/api/v1/nodes", plan.manifest(taint))
             if status not in (201, 409):

@@ -300,15 +300,6 @@ disabled_plugins = ["io.containerd.nri.v1.nri", "io.containerd.tracing.processor
 
     def _cluster_objects(self) -> None:
         c = self.cluster
-        c.ensure(
-            "/apis/node.k8s.io/v1/runtimeclasses",
-            {
-                "apiVersion": "node.k8s.io/v1",
-                "kind": "RuntimeClass",
-                "metadata": {"name": "nvidia"},
-                "handler": "nvidia",
-            },
-        )
         c.ensure("/apis/networking.k8s.io/v1/ingressclasses", ingress.ingress_class())
         roles: dict[str, list[dict[str, Any]]] = {
             "coredns": [

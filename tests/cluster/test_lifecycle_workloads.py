@@ -325,3 +325,36 @@ def test_an_unschedulable_request_shows_the_schedulers_message(
     finally:
         for name in cordoned:
             core.patch_node(name, {"spec": {"unschedulable": False}})
+
+
+def test_a_pod_the_cluster_will_not_create_shows_why(
+    kubeconfig: Path, chain_proc: ChainProcess, real_node: dict[str, Any], tmp_path: Path
+) -> None:
+    """A provider-side misconfiguration (a RuntimeClass the cluster lacks): the workload gets no pod, and
+    the controller's refusal reaches the tenant's status instead of an endless, silent "deploying"."""
+    d = Daemon(tmp_path, kubeconfig, chain_proc, dns_ip=str(real_node["ip"]), deploy_extra={"runtime_class": "gone"})
+    run(funded(chain_proc.url, d.key))
+    d.setup()
+    d.start()
+    text = _sdl({"app": {"image": "registry.invalid/kwok-never-pulls:1", "script": "true"}}, model="rtx4090")
+    try:
+
+        async def go() -> None:
+            tenant = await tenant_client(chain_proc, Key.generate("tenant"))
+            assert tenant.key is not None
+            await lease_on(tenant, text, 951, d.key.address)
+            await tenant_ops.send_manifest(tenant, text.encode(), "t.yaml", 951)
+
+            async def told() -> Any:
+                body = get(f"{d.url}/lease/951/1/1/status", jose_token(tenant.key)).json()  # type: ignore[arg-type]
+                return [(body["state"], e) for e in body.get("errors", []) if e["reason"] == "FailedCreate"]
+
+            ((state, error),) = await poll(told, 120)
+            assert state == "deploying" and error["service"] == "app"
+            assert 'RuntimeClass "gone" not found' in error["message"], error
+            await tenant_ops.close(tenant, 951)
+            await tenant.aclose()
+
+        run(go())
+    finally:
+        d.stop()
