@@ -46,6 +46,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/realnode.py
 	$(BIN)/python bench/inventory.py
 	$(BIN)/python bench/bid_engine.py
+	$(BIN)/python bench/lifecycle.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from starlette.responses import JSONResponse
@@ -20,6 +21,25 @@ class AsciiJSONResponse(JSONResponse):
 
 def error_response(code: str, message: str, status: int) -> AsciiJSONResponse:
     return AsciiJSONResponse({"code": code, "message": message}, status_code=status)
+
+
+class ClientRateLimit:
+    """Refuses HTTP requests with 429 when ``allow(client address)`` says no (a plain ASGI middleware:
+    no per-request task or body copy, unlike a decorator-style HTTP middleware)."""
+
+    def __init__(self, app: ASGIApp, allow: Callable[[str], bool]) -> None:
+        self.app = app
+        self.allow = allow
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            client = scope.get("client")
+            if not self.allow(client[0] if client else "unknown"):
+                await error_response("rate_limited", "too many requests from this address; slow down", 429)(
+                    scope, receive, send
+                )
+                return
+        await self.app(scope, receive, send)
 
 
 class BodyLimit:

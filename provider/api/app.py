@@ -24,7 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from provider.api.auth import AuthError, Scope, Target, Tenant, TokenVerifier
 from provider.api.streams import END, FollowLimits, pump
-from provider.asgi import AsciiJSONResponse, BodyLimit, error_response
+from provider.asgi import AsciiJSONResponse, BodyLimit, ClientRateLimit, error_response
 from provider.deploy.deployer import public_group
 from provider.errors import KubeError
 from provider.kube import LineStream
@@ -92,6 +92,7 @@ def create_app(
     app.add_middleware(BodyLimit, limit=limits.max_manifest_bytes)
     per_client = RateLimiter(limits.client_rate, limits.client_rate * 2)
     per_account = RateLimiter(limits.account_rate, limits.account_rate * 2)
+    app.add_middleware(ClientRateLimit, allow=per_client.allow)  # outermost: before a body is read
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -104,13 +105,6 @@ def create_app(
         first = exc.errors()[0] if exc.errors() else {}
         where = ".".join(str(p) for p in first.get("loc", ()))
         return error_response("invalid_request", f"{where}: {first.get('msg', 'invalid')}"[:300], 422)
-
-    @app.middleware("http")
-    async def throttle(request: Request, call_next: Callable[[Request], Awaitable[Any]]) -> Any:
-        client = request.client.host if request.client else "unknown"
-        if not per_client.allow(client):
-            return error_response("rate_limited", "too many requests from this address; slow down", 429)
-        return await call_next(request)
 
     async def tenant(request: Request) -> Tenant:
         return await authenticate(request.headers.get("authorization", ""))
@@ -240,13 +234,25 @@ def create_app(
             code = {404: 4001, 503: 4002}.get(exc.status_code, 1008)
             await ws.close(code, str(detail.get("message", ""))[:120])
 
-    async def ws_caller(ws: WebSocket, scope: Scope, dseq: int, gseq: int, oseq: int) -> tuple[Tenant, LeaseRecord]:
-        client = ws.client.host if ws.client else "unknown"
-        if not per_client.allow(client):
-            raise _deny(429, "rate_limited", "too many requests from this address; slow down")
-        who = await authenticate(ws.headers.get("authorization", ""))
-        need(who, Target(scope, dseq, gseq, oseq))
-        return who, lease_of(who, dseq, gseq, oseq)
+    async def ws_open(
+        ws: WebSocket, scope: Scope, dseq: int, gseq: int, oseq: int, follow: bool
+    ) -> tuple[Tenant, LeaseRecord] | None:
+        """Authenticate and authorize a websocket like an HTTP request, and take a follow-stream place when
+        it follows (the caller releases it); None when refused (the refusal is sent)."""
+        try:
+            client = ws.client.host if ws.client else "unknown"
+            if not per_client.allow(client):
+                raise _deny(429, "rate_limited", "too many requests from this address; slow down")
+            who = await authenticate(ws.headers.get("authorization", ""))
+            need(who, Target(scope, dseq, gseq, oseq))
+            rec = lease_of(who, dseq, gseq, oseq)
+            why = follows.acquire(who.address) if follow else None
+            if why:
+                raise _deny(429, "too_many_streams", why)
+        except HTTPException as e:
+            await deny_ws(ws, e)
+            return None
+        return who, rec
 
     @app.websocket("/lease/{dseq}/{gseq}/{oseq}/logs")
     async def ws_logs(
@@ -258,17 +264,13 @@ def create_app(
         service: Annotated[str, Query(max_length=1000)] = "",
         follow: bool = False,
     ) -> None:
-        try:
-            who, rec = await ws_caller(ws, "logs", dseq, gseq, oseq)
-            allowed = who.services(me, Target("logs", dseq, gseq, oseq))
-            wanted = frozenset(s for s in service.split(",") if s) or None
-            wanted = (wanted & allowed if allowed is not None else wanted) if wanted is not None else allowed
-            why = follows.acquire(who.address) if follow else None
-            if why:
-                raise _deny(429, "too_many_streams", why)
-        except HTTPException as e:
-            await deny_ws(ws, e)
+        opened = await ws_open(ws, "logs", dseq, gseq, oseq, follow)
+        if opened is None:
             return
+        who, rec = opened
+        allowed = who.services(me, Target("logs", dseq, gseq, oseq))
+        wanted = frozenset(s for s in service.split(",") if s) or None
+        wanted = (wanted & allowed if allowed is not None else wanted) if wanted is not None else allowed
         try:
             await ws.accept()
             if not follow:
@@ -321,14 +323,10 @@ def create_app(
         tail: Annotated[int, Query(ge=-1, le=10_000)] = 200,
         follow: bool = False,
     ) -> None:
-        try:
-            who, rec = await ws_caller(ws, "events", dseq, gseq, oseq)
-            why = follows.acquire(who.address) if follow else None
-            if why:
-                raise _deny(429, "too_many_streams", why)
-        except HTTPException as e:
-            await deny_ws(ws, e)
+        opened = await ws_open(ws, "events", dseq, gseq, oseq, follow)
+        if opened is None:
             return
+        who, rec = opened
         try:
             await ws.accept()
             if not follow:

@@ -207,15 +207,34 @@ class ChainKeyVerifier:
 
     algorithms = ("EdDSA",)
 
-    def __init__(self, keys: PublicKeys, max_lifetime: int = 900, skew: int = MAX_SKEW) -> None:
+    def __init__(
+        self, keys: PublicKeys, max_lifetime: int = 900, skew: int = MAX_SKEW, cache_size: int = 10_000
+    ) -> None:
         self.keys = keys
         self.max_lifetime = max_lifetime
         self.skew = min(skew, MAX_SKEW)
+        # tokens already verified, until they expire: a client polling with one token pays for one
+        # signature check, not one per request (the same string carries the same signature)
+        self._verified: OrderedDict[str, Tenant] = OrderedDict()
+        self._cache_size = cache_size
 
     def public_key(self, raw: bytes) -> Any:
         return Ed25519PublicKey.from_public_bytes(raw)
 
     async def verify(self, token: str) -> Tenant:
+        known = self._verified.get(token)
+        if known is not None:
+            if time.time() <= known.claims.exp + self.skew:
+                self._verified.move_to_end(token)
+                return known
+            del self._verified[token]  # expired: verified again below, which says so
+        tenant = await self._verify(token)
+        self._verified[token] = tenant
+        while len(self._verified) > self._cache_size:
+            self._verified.popitem(last=False)
+        return tenant
+
+    async def _verify(self, token: str) -> Tenant:
         if len(token) > MAX_TOKEN_BYTES:
             raise AuthError(f"token longer than {MAX_TOKEN_BYTES} bytes")
         try:

@@ -10,6 +10,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -160,6 +162,35 @@ class Daemon:
 
     def logs(self) -> str:
         return self.log.read_text(errors="replace")
+
+
+@contextmanager
+def daemon_running(
+    kubeconfig: Path, chain: ChainProcess, real_node: dict[str, Any], tmp: Path, **settings: Any
+) -> Iterator[Daemon]:
+    """A funded, set-up, started daemon (``settings`` are Daemon fields), stopped afterwards."""
+    d = Daemon(tmp, kubeconfig, chain, dns_ip=str(real_node["ip"]), **settings)
+    asyncio.run(funded(chain.url, d.key))
+    d.setup()
+    d.start()
+    try:
+        yield d
+    finally:
+        d.stop()
+
+
+def lease_ready(daemon: Daemon, token: str, dseq: int) -> Callable[[], Awaitable[Any]]:
+    """A check for ``poll``: the lease's status once its state is ready (None before, or while the
+    daemon does not answer)."""
+
+    async def check() -> Any:
+        try:
+            body = get(f"{daemon.url}/lease/{dseq}/1/1/status", token).json()
+        except httpx.HTTPError:
+            return None
+        return body if body.get("state") == "ready" else None
+
+    return check
 
 
 async def tenant_client(chain: ChainProcess, key: Key) -> ChainClient:

@@ -19,23 +19,17 @@ from provider.chain.keys import Key
 from provider.chain.types import BidId
 from provider.deploy.naming import namespace_for
 from provider.money import Dec
-from tests.cluster.lifecycle_kit import Daemon, get, gpu_sdl, lease_on, poll, tenant_client
+from tests.cluster.lifecycle_kit import Daemon, daemon_running, get, gpu_sdl, lease_on, lease_ready, poll, tenant_client
 from tests.jose import jose_token
-from tests.market.conftest import ChainProcess, funded, run
+from tests.market.conftest import ChainProcess, run
 
 pytestmark = pytest.mark.cluster
 
 
 @pytest.fixture
 def daemon(kubeconfig: Path, chain_proc: ChainProcess, real_node: dict[str, Any], tmp_path: Path) -> Iterator[Daemon]:
-    d = Daemon(tmp_path, kubeconfig, chain_proc, dns_ip=str(real_node["ip"]))
-    run(funded(chain_proc.url, d.key))
-    d.setup()
-    d.start()
-    try:
+    with daemon_running(kubeconfig, chain_proc, real_node, tmp_path) as d:
         yield d
-    finally:
-        d.stop()
 
 
 def test_gpu_lease_runs_on_the_real_node_and_goes_away_on_close(
@@ -60,11 +54,7 @@ def test_gpu_lease_runs_on_the_real_node_and_goes_away_on_close(
         assert sent == [f"{daemon.url}/deployment/101/manifest"]
         token = jose_token(tenant.key)
 
-        async def ready() -> Any:
-            body = get(base + "/status", token).json()
-            return body if body.get("state") == "ready" else None
-
-        status = await poll(ready)
+        status = await poll(lease_ready(daemon, token, 101))
         assert status["services"]["app"]["available"] == 1 and status["services"]["app"]["total"] == 1
         assert status["errors"] == []
         assert status["forwarded_ports"]["app"][0]["port"] == 8080
@@ -173,11 +163,7 @@ def test_tokens_that_are_not_valid_are_refused(daemon: Daemon, chain_proc: Chain
 def test_manifest_timeout_closes_our_side(
     kubeconfig: Path, chain_proc: ChainProcess, real_node: dict[str, Any], tmp_path: Path
 ) -> None:
-    d = Daemon(tmp_path, kubeconfig, chain_proc, dns_ip=str(real_node["ip"]), manifest_timeout_blocks=15)
-    run(funded(chain_proc.url, d.key))
-    d.setup()
-    d.start()
-    try:
+    with daemon_running(kubeconfig, chain_proc, real_node, tmp_path, manifest_timeout_blocks=15) as d:
 
         async def go() -> None:
             tenant = await tenant_client(chain_proc, Key.generate("tenant"))
@@ -193,6 +179,4 @@ def test_manifest_timeout_closes_our_side(
             await tenant.aclose()
 
         run(go())
-    finally:
-        d.stop()
     assert "no manifest in time" in d.logs()

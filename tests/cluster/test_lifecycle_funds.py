@@ -13,24 +13,18 @@ from provider import tenant as tenant_ops
 from provider.chain.client import ChainClient
 from provider.chain.keys import Key
 from provider.money import Dec
-from tests.cluster.lifecycle_kit import Daemon, gpu_sdl, lease_on, poll, tenant_client
-from tests.market.conftest import ChainProcess, funded, run
+from tests.cluster.lifecycle_kit import Daemon, daemon_running, gpu_sdl, lease_on, poll, tenant_client
+from tests.market.conftest import ChainProcess, run
 
 pytestmark = pytest.mark.cluster
 
 
 @pytest.fixture
 def daemon(kubeconfig: Path, chain_proc: ChainProcess, real_node: dict[str, Any], tmp_path: Path) -> Iterator[Daemon]:
-    d = Daemon(
-        tmp_path, kubeconfig, chain_proc, dns_ip=str(real_node["ip"]), deploy_extra={"withdrawal_period_seconds": 1}
-    )
-    run(funded(chain_proc.url, d.key))
-    d.setup()
-    d.start()
-    try:
+    with daemon_running(
+        kubeconfig, chain_proc, real_node, tmp_path, deploy_extra={"withdrawal_period_seconds": 1}
+    ) as d:
         yield d
-    finally:
-        d.stop()
 
 
 async def _balance(chain: ChainClient, address: str, denom: str) -> Dec:

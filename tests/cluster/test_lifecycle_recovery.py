@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import base64
 import json
+import signal
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,41 +20,13 @@ from provider.chain.keys import Key
 from provider.chain.types import BidId
 from provider.deploy.naming import namespace_for
 from provider.devcluster import DevCluster
-from tests.cluster.lifecycle_kit import Daemon, get, gpu_sdl, lease_on, poll, tenant_client
+from tests.cluster.lifecycle_kit import Daemon, daemon_running, get, gpu_sdl, lease_on, lease_ready, poll, tenant_client
 from tests.jose import jose_token
-from tests.market.conftest import ChainProcess, funded, run
+from tests.market.conftest import ChainProcess, run
 
 pytestmark = pytest.mark.cluster
 
 QUICK_EXIT = 'echo hello-from-lease; trap "exit 0" TERM; while :; do sleep 1; done'
-
-
-def _daemon(kubeconfig: Path, chain: ChainProcess, real_node: dict[str, Any], tmp: Path, **kw: Any) -> Daemon:
-    d = Daemon(tmp, kubeconfig, chain, dns_ip=str(real_node["ip"]), **kw)
-    run(funded(chain.url, d.key))
-    d.setup()
-    return d
-
-
-@pytest.fixture
-def daemon(kubeconfig: Path, chain_proc: ChainProcess, real_node: dict[str, Any], tmp_path: Path) -> Iterator[Daemon]:
-    d = _daemon(kubeconfig, chain_proc, real_node, tmp_path)
-    d.start()
-    try:
-        yield d
-    finally:
-        d.stop()
-
-
-def _ready(daemon: Daemon, token: str, dseq: int) -> Any:
-    async def check() -> Any:
-        try:
-            body = get(f"{daemon.url}/lease/{dseq}/1/1/status", token).json()
-        except httpx.HTTPError:
-            return None
-        return body if body.get("state") == "ready" else None
-
-    return check
 
 
 def _objects(api: client.ApiClient, ns: str) -> Counter[str]:
@@ -78,10 +50,8 @@ def _objects(api: client.ApiClient, ns: str) -> Counter[str]:
 def test_kill_9_mid_deploy_converges_without_duplicates(
     kubeconfig: Path, chain_proc: ChainProcess, real_node: dict[str, Any], api: client.ApiClient, tmp_path: Path
 ) -> None:
-    d = _daemon(kubeconfig, chain_proc, real_node, tmp_path)
     text = gpu_sdl(real_node["busybox"], command=QUICK_EXIT)
-    d.start()
-    try:
+    with daemon_running(kubeconfig, chain_proc, real_node, tmp_path) as d:
 
         async def go() -> None:
             tenant = await tenant_client(chain_proc, Key.generate("tenant"))
@@ -90,7 +60,7 @@ def test_kill_9_mid_deploy_converges_without_duplicates(
             await tenant_ops.send_manifest(tenant, text.encode(), "t.yaml", 1001)
             d.kill9()  # the manifest is stored; its deploy is queued or under way
             d.start()
-            await poll(_ready(d, jose_token(tenant.key), 1001))
+            await poll(lease_ready(d, jose_token(tenant.key), 1001))
             ns = namespace_for(BidId.parse(lease))
 
             async def settled() -> Counter[str]:
@@ -111,8 +81,6 @@ def test_kill_9_mid_deploy_converges_without_duplicates(
             await tenant.aclose()
 
         run(go())
-    finally:
-        d.stop()
     assert d.logs().count("lease service started leases=1") == 1  # the restart rebuilt it from chain + cluster
 
 
@@ -128,14 +96,14 @@ def test_an_api_server_restart_is_ridden_out(
         token = jose_token(tenant.key)
         await lease_on(tenant, text, 1101, daemon.key.address)
         await tenant_ops.send_manifest(tenant, text.encode(), "t.yaml", 1101)
-        await poll(_ready(daemon, token, 1101))
+        await poll(lease_ready(daemon, token, 1101))
         devcluster.restart("kube-apiserver")
         assert daemon.proc is not None and daemon.proc.poll() is None  # still running
-        await poll(_ready(daemon, token, 1101), 120)  # its lease is still reported
+        await poll(lease_ready(daemon, token, 1101), 120)  # its lease is still reported
         # and it keeps working: a new lease is bid on, deployed and ready
         await lease_on(tenant, text, 1102, daemon.key.address)
         await tenant_ops.send_manifest(tenant, text.encode(), "t.yaml", 1102)
-        await poll(_ready(daemon, token, 1102))
+        await poll(lease_ready(daemon, token, 1102))
         for dseq in (1101, 1102):
             await tenant_ops.close(tenant, dseq)
         await tenant.aclose()
@@ -146,7 +114,6 @@ def test_an_api_server_restart_is_ridden_out(
 def test_no_secret_reaches_a_log_line(
     kubeconfig: Path, chain_proc: ChainProcess, real_node: dict[str, Any], tmp_path: Path
 ) -> None:
-    d = _daemon(kubeconfig, chain_proc, real_node, tmp_path, log_level="debug")
     password, env_value = "planted-registry-pw-4711", "planted-env-value-0815"
     registry = real_node["busybox"].split("/", 1)[0]
     text = (
@@ -159,8 +126,7 @@ def test_no_secret_reaches_a_log_line(
         )
     )
     assert password in text and env_value in text
-    d.start()
-    try:
+    with daemon_running(kubeconfig, chain_proc, real_node, tmp_path, log_level="debug") as d:
 
         async def go() -> list[str]:
             tenant = await tenant_client(chain_proc, Key.generate("tenant"))
@@ -179,7 +145,7 @@ def test_no_secret_reaches_a_log_line(
             assert refused.status_code == 422 and password not in refused.text and env_value not in refused.text
             # ... and the real one, then every read endpoint
             await tenant_ops.send_manifest(tenant, text.encode(), "t.yaml", 1201)
-            await poll(_ready(d, token, 1201))
+            await poll(lease_ready(d, token, 1201))
             for what in ("status", "manifest", "kubeevents", "logs?tail=5"):
                 resp = get(f"{d.url}/lease/1201/1/1/{what}", token)
                 assert resp.status_code == 200 and password not in resp.text and env_value not in resp.text
@@ -190,8 +156,6 @@ def test_no_secret_reaches_a_log_line(
 
         planted = run(go())
         assert isinstance(planted, list)
-    finally:
-        d.stop()
     provider_seed = json.loads(d.keyring.read_text())["provider"]
     secrets = [password, env_value, provider_seed, *planted]
     secrets += [base64.b64encode(s.encode()).decode() for s in (password, env_value)]
@@ -199,3 +163,28 @@ def test_no_secret_reaches_a_log_line(
     assert "manifest refused" in logs and "lease applied" in logs  # the log is there and at debug level
     for secret in secrets:
         assert secret not in logs, f"a planted secret reached the daemon's log: {secret[:6]}..."
+
+
+def test_sigterm_drains_and_exits_cleanly(
+    kubeconfig: Path, chain_proc: ChainProcess, real_node: dict[str, Any], tmp_path: Path
+) -> None:
+    text = gpu_sdl(real_node["busybox"], command=QUICK_EXIT)
+    with daemon_running(kubeconfig, chain_proc, real_node, tmp_path) as d:
+
+        async def go() -> None:
+            tenant = await tenant_client(chain_proc, Key.generate("tenant"))
+            assert tenant.key is not None
+            await lease_on(tenant, text, 1401, d.key.address)
+            await tenant_ops.send_manifest(tenant, text.encode(), "t.yaml", 1401)
+            assert d.proc is not None
+            d.proc.send_signal(signal.SIGTERM)  # the deploy is queued or under way
+            assert d.proc.wait(60) == 0
+            cursor = json.loads((d.dir / "state" / "chain-cursor").read_text())
+            assert cursor["genesis"] == (await tenant.status()).genesis and cursor["cursor"]
+            d.start()  # and what was in flight converges after the restart
+            await poll(lease_ready(d, jose_token(tenant.key), 1401))
+            await tenant_ops.close(tenant, 1401)
+            await tenant.aclose()
+
+        run(go())
+    assert "Traceback" not in d.logs()

@@ -18,9 +18,9 @@ from websockets.sync.client import ClientConnection, connect
 from provider import tenant as tenant_ops
 from provider.chain.keys import Key
 from provider.money import Dec
-from tests.cluster.lifecycle_kit import Daemon, get, gpu_sdl, lease_on, poll, tenant_client
+from tests.cluster.lifecycle_kit import Daemon, daemon_running, get, gpu_sdl, lease_on, lease_ready, poll, tenant_client
 from tests.jose import jose_token
-from tests.market.conftest import ChainProcess, funded, run
+from tests.market.conftest import ChainProcess, run
 
 pytestmark = pytest.mark.cluster
 
@@ -29,20 +29,10 @@ TICKER = 'trap "exit 0" TERM; i=0; while :; do i=$((i+1)); echo tick-$i; sleep 0
 
 @pytest.fixture
 def daemon(kubeconfig: Path, chain_proc: ChainProcess, real_node: dict[str, Any], tmp_path: Path) -> Iterator[Daemon]:
-    d = Daemon(
-        tmp_path,
-        kubeconfig,
-        chain_proc,
-        dns_ip=str(real_node["ip"]),
-        api_extra={"max_follow_streams_per_account": 2},
-    )
-    run(funded(chain_proc.url, d.key))
-    d.setup()
-    d.start()
-    try:
+    with daemon_running(
+        kubeconfig, chain_proc, real_node, tmp_path, api_extra={"max_follow_streams_per_account": 2}
+    ) as d:
         yield d
-    finally:
-        d.stop()
 
 
 def _ws(daemon: Daemon, path: str, token: str | None) -> ClientConnection:
@@ -73,11 +63,7 @@ def test_logs_and_events_follow_over_websockets(
         await tenant_ops.send_manifest(tenant, text.encode(), "t.yaml", 1301)
         token = jose_token(tenant.key)
 
-        async def ready() -> Any:
-            body = get(f"{daemon.url}/lease/1301/1/1/status", token).json()
-            return body if body.get("state") == "ready" else None
-
-        await poll(ready)
+        await poll(lease_ready(daemon, token, 1301))
 
         # a followed log: the tail first, then lines printed after we connected, in order, without gaps
         with _ws(daemon, "/lease/1301/1/1/logs?follow=true&tail=2", token) as conn:

@@ -19,9 +19,9 @@ from provider.chain.keys import Key
 from provider.chain.types import BidId
 from provider.deploy.naming import namespace_for
 from provider.devcluster.pool import POOL_LABEL
-from tests.cluster.lifecycle_kit import Daemon, get, lease_on, poll, tenant_client
+from tests.cluster.lifecycle_kit import Daemon, daemon_running, get, lease_on, lease_ready, poll, tenant_client
 from tests.jose import jose_token
-from tests.market.conftest import ChainProcess, funded, run
+from tests.market.conftest import ChainProcess, run
 
 pytestmark = pytest.mark.cluster
 
@@ -59,21 +59,15 @@ def _sdl(services: dict[str, dict[str, Any]], model: str = "h200", storage: dict
 
 @pytest.fixture
 def daemon(kubeconfig: Path, chain_proc: ChainProcess, real_node: dict[str, Any], tmp_path: Path) -> Iterator[Daemon]:
-    d = Daemon(
-        tmp_path,
+    with daemon_running(
         kubeconfig,
         chain_proc,
-        dns_ip=str(real_node["ip"]),
+        real_node,
+        tmp_path,
         deploy_extra={"storage_classes": {"beta2": "gp-test-local"}},
         inventory_extra={"storage_capacity": {"beta2": "1Gi"}},
-    )
-    run(funded(chain_proc.url, d.key))
-    d.setup()
-    d.start()
-    try:
+    ) as d:
         yield d
-    finally:
-        d.stop()
 
 
 def _logs(core: client.CoreV1Api, ns: str, service: str) -> str:
@@ -110,11 +104,7 @@ def test_services_talk_inside_a_lease_and_another_lease_is_kept_out(
         await tenant_ops.send_manifest(tenant, app.encode(), "app.yaml", 601)
         ns = namespace_for(BidId.parse(lease))
 
-        async def ready() -> Any:
-            body = get(f"{daemon.url}/lease/601/1/1/status", jose_token(tenant.key)).json()  # type: ignore[arg-type]
-            return body if body.get("state") == "ready" else None
-
-        status = await poll(ready)
+        status = await poll(lease_ready(daemon, jose_token(tenant.key), 601))
         assert set(status["services"]) == {"web", "client"}
         for pod in core.list_namespaced_pod(ns).items:
             assert pod.spec.node_name == real_node["name"]
@@ -234,11 +224,7 @@ def test_persistent_storage_is_a_statefulset_with_a_bound_claim(
         await tenant_ops.send_manifest(tenant, text.encode(), "db.yaml", 701)
         ns = namespace_for(BidId.parse(lease))
 
-        async def ready() -> Any:
-            body = get(f"{daemon.url}/lease/701/1/1/status", jose_token(tenant.key)).json()  # type: ignore[arg-type]
-            return body if body.get("state") == "ready" else None
-
-        await poll(ready)
+        await poll(lease_ready(daemon, jose_token(tenant.key), 701))
         assert [s.metadata.name for s in apps.list_namespaced_stateful_set(ns).items] == ["db"]
         assert apps.list_namespaced_deployment(ns).items == []
         (claim,) = core.list_namespaced_persistent_volume_claim(ns).items
@@ -332,12 +318,8 @@ def test_a_pod_the_cluster_will_not_create_shows_why(
 ) -> None:
     """A provider-side misconfiguration (a RuntimeClass the cluster lacks): the workload gets no pod, and
     the controller's refusal reaches the tenant's status instead of an endless, silent "deploying"."""
-    d = Daemon(tmp_path, kubeconfig, chain_proc, dns_ip=str(real_node["ip"]), deploy_extra={"runtime_class": "gone"})
-    run(funded(chain_proc.url, d.key))
-    d.setup()
-    d.start()
     text = _sdl({"app": {"image": "registry.invalid/kwok-never-pulls:1", "script": "true"}}, model="rtx4090")
-    try:
+    with daemon_running(kubeconfig, chain_proc, real_node, tmp_path, deploy_extra={"runtime_class": "gone"}) as d:
 
         async def go() -> None:
             tenant = await tenant_client(chain_proc, Key.generate("tenant"))
@@ -356,5 +338,3 @@ def test_a_pod_the_cluster_will_not_create_shows_why(
             await tenant.aclose()
 
         run(go())
-    finally:
-        d.stop()

@@ -5,9 +5,8 @@ API server restarts under it."""
 from __future__ import annotations
 
 import threading
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,18 +20,9 @@ from provider.deploy.watch import WatchCache
 from provider.devcluster import DevCluster
 from provider.errors import KubeError
 from provider.kube import Kube
+from tests.cluster.waiting import wait_for
 
 pytestmark = pytest.mark.cluster
-
-
-def _until(check: Callable[[], Any], timeout: float = 60) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"not reached in {timeout}s; last {check()!r}")
 
 
 @pytest.fixture
@@ -115,7 +105,7 @@ def test_the_cache_follows_our_objects_and_matches_the_api(lease: tuple[Kube, Le
             (dep,) = cache.get("deployments", ns) or [None]
             return dep if dep and dep["status"].get("availableReplicas") == 2 else None
 
-        _until(available)
+        wait_for(available, 60, "two available replicas in the cache")
         assert ns in changed
         assert len(cache.get("pods", ns)) == 2
         assert {p["metadata"]["name"] for p in cache.get("pods", ns)}.isdisjoint({"stranger"})
@@ -128,7 +118,7 @@ def test_the_cache_follows_our_objects_and_matches_the_api(lease: tuple[Kube, Le
 
         # deletion goes through the cache as well
         kube.request("DELETE", f"/apis/apps/v1/namespaces/{ns}/deployments/web", what="deleting")
-        _until(lambda: cache.get("deployments", ns) == [])
+        wait_for(lambda: cache.get("deployments", ns) == [], 60, "the deletion")
         assert cache.events > 0
     finally:
         cache.stop()
@@ -146,7 +136,7 @@ def test_the_cache_recovers_from_an_api_server_restart(
         devcluster.restart("kube-apiserver")
         for obj in _objects(lease_id, ns):  # made after the restart: only a resumed or new watch sees them
             kube.apply(path_of(obj), obj, naming.FIELD_MANAGER)
-        _until(lambda: cache.synced and len(cache.get("pods", ns)) == 2, 120)
+        wait_for(lambda: cache.synced and len(cache.get("pods", ns)) == 2, 120, "the cache to see the new pods")
         assert cache.get("namespaces", ns)
     finally:
         cache.stop()

@@ -91,3 +91,28 @@ def test_granular_grants() -> None:
     assert not who.allows(PROVIDER, Target("logs", 6, 1, 1))
     assert not who.allows("gp1" + "d" * 40, Target("logs", 5, 1, 1))
     assert who.services(PROVIDER, Target("logs", 5, 1, 1)) == frozenset({"web"})
+
+
+def test_a_verified_token_is_remembered_until_it_expires(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def lookup(address: str) -> bytes | None:
+        return TENANT.public_bytes if address == TENANT.address else None
+
+    verifier = ChainKeyVerifier(PublicKeys(lookup), skew=0)
+    checks = []
+    real = verifier._verify
+
+    async def counted(token: str) -> Any:
+        checks.append(token)
+        return await real(token)
+
+    monkeypatch.setattr(verifier, "_verify", counted)
+    now = int(time.time())
+    token = jose_token(TENANT, iat=now, nbf=now, exp=now + 2)
+    for _ in range(3):
+        assert asyncio.run(verifier.verify(token)).address == TENANT.address
+    assert len(checks) == 1  # one signature check for three requests
+    time.sleep(max(0.0, now + 2.2 - time.time()))
+    # past its expiry the remembered token is checked again, and refused
+    with pytest.raises(AuthError, match="expired"):
+        asyncio.run(verifier.verify(token))
+    assert len(checks) == 2
