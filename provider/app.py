@@ -71,6 +71,7 @@ async def run(config: Config, registry: CollectorRegistry | None = None) -> None
                 d.manifest_timeout_blocks,
                 tuple(d.blocked_hostnames),
                 withdrawal_period_seconds=d.withdrawal_period_seconds,
+                close_failed_after_seconds=d.close_failed_after_seconds,
             ),
             height=lambda: engine.height if engine is not None else 0,
         )

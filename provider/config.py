@@ -243,6 +243,7 @@ class DeploySection(_Section):
     ingress_namespace: str = ""  # the ingress controller's namespace (allowed into lease namespaces)
     ingress_cidrs: list[str] = Field(default_factory=list)  # where the ingress controller connects from
     withdrawal_period_seconds: float = Field(3600.0, ge=0, le=30 * 86_400)  # per active lease; 0 = never
+    close_failed_after_seconds: float = Field(0.0, ge=0, le=30 * 86_400)  # tenant-side failure -> close; 0 = never
     orphans: Orphans = Field(default_factory=Orphans)
 
     def settings(self) -> Any:

@@ -113,6 +113,12 @@ class LeaseMetrics:
             "Won leases closed on our side because no manifest came in time.",
             registry=registry,
         )
+        self.failed_closes = Counter(
+            "gpu_provider_failed_lease_closes_total",
+            "Leases closed on our side because they stayed failed for a tenant-side cause "
+            "(deploy.close_failed_after_seconds).",
+            registry=registry,
+        )
         self.teardowns = Counter(
             "gpu_provider_lease_teardowns_total", "Lease namespaces deleted after the lease closed.", registry=registry
         )

@@ -48,6 +48,7 @@ class LeaseSettings:
     tick_seconds: float = 2.0
     concurrency: int = 16  # leases deployed at once
     withdrawal_period_seconds: float = 3600.0  # each active lease's earnings are withdrawn this often; 0 = never
+    close_failed_after_seconds: float = 0.0  # close our side of a lease failed for a tenant-side cause; 0 = never
 
 
 @dataclass
@@ -62,6 +63,7 @@ class LeaseRecord:
     error: str = ""  # our own (provider-side) last error, shown to the tenant without internals
     observed: LeaseObservation | None = None
     withdrawn_at: float = field(default_factory=time.monotonic)  # the last withdrawal (or when we learnt of it)
+    failed_since: float = 0.0  # when it entered "failed" (a tenant-side cause), 0 while it is not failed
 
 
 @dataclass
@@ -295,6 +297,9 @@ class LeaseService:
                 await self._manifest_timeout(rec)
             elif rec.state in ("deploying", "ready", "degraded", "failed") and rec.group is not None:
                 await self.observe(rec)
+                policy = self.settings.close_failed_after_seconds
+                if policy > 0 and rec.failed_since and time.monotonic() - rec.failed_since >= policy:
+                    await self._close_failed(rec)
         self._publish()
 
     # -- withdrawals ------------------------------------------------------------------------------
@@ -337,6 +342,20 @@ class LeaseService:
             self.metrics.withdrawn.labels(denom=coin.denom[:16]).inc(float(coin.amount.to_decimal()))
         log.info("lease earnings withdrawn lease=%s amount=%s%s", rec.id, coin.amount, coin.denom)
 
+    async def _close_failed(self, rec: LeaseRecord) -> None:
+        """The operator's policy: a lease failed for a tenant-side cause (bad image, crash loop, OOM) this
+        long is closed on our side. Provider-side causes never get here: they never make a lease failed."""
+        causes = ", ".join(sorted({p["reason"] for p in (rec.observed.problems if rec.observed else [])}))
+        log.info("closing a lease failed on the tenant's side lease=%s causes=%s", rec.id, causes or "unknown")
+        rec.state = "closing"
+        try:
+            await self.chain.close_bid(rec.id.order, "tenant_workload_failed")
+            self.counts.closes += 1
+            self.metrics.failed_closes.inc()
+        except ChainError as e:
+            rec.state = "failed"  # tried again on the next pass
+            log.info("close of a failed lease not done lease=%s code=%s", rec.id, e.code)
+
     async def _manifest_timeout(self, rec: LeaseRecord) -> None:
         log.info("no manifest in time, closing our side lease=%s won_height=%d", rec.id, rec.won_height)
         rec.state = "closing"
@@ -365,18 +384,31 @@ class LeaseService:
         tenant_problem = any(p["side"] == "tenant" for p in seen.problems)
         if rec.state == "closing":
             return seen
+        self._set_state(rec, self._next_state(rec, available, some, tenant_problem))
+        return seen
+
+    @staticmethod
+    def _set_state(rec: LeaseRecord, state: str) -> None:
+        if state == "failed" and rec.state != "failed":
+            rec.failed_since = time.monotonic()
+        elif state != "failed":
+            rec.failed_since = 0.0
+        rec.state = state
+
+    def _next_state(self, rec: LeaseRecord, available: bool, some: bool, tenant_problem: bool) -> str:
+        expected = bool(rec.group and rec.group.services)
         if available and expected:
             if not rec.measured and rec.accepted_at:
                 self.metrics.deploy_seconds.observe(time.monotonic() - rec.accepted_at)
                 rec.measured = True
-            rec.state = "ready"
-        elif rec.state in ("ready", "degraded"):
-            rec.state = "degraded"
-        elif tenant_problem and not some:
-            rec.state = "failed"
-        elif rec.state != "failed" or not tenant_problem:
-            rec.state = "deploying"
-        return seen
+            return "ready"
+        if rec.state in ("ready", "degraded"):
+            return "degraded"
+        if tenant_problem and not some:
+            return "failed"
+        if rec.state != "failed" or not tenant_problem:
+            return "deploying"
+        return rec.state
 
     def _publish(self) -> None:
         counts = dict.fromkeys(LEASE_STATES, 0)
@@ -464,8 +496,9 @@ class LeaseService:
                 ) from e
             rec = self.records.setdefault(lease_id, LeaseRecord(lease_id, self._current_height()))
             rec.version, rec.group, rec.error = version, group, ""
-            if rec.state in ("awaiting_manifest", "failed"):
-                rec.state, rec.accepted_at, rec.measured = "deploying", time.monotonic(), False
+            if rec.state in ("awaiting_manifest", "failed"):  # a new manifest is a new chance
+                self._set_state(rec, "deploying")
+                rec.accepted_at, rec.measured = time.monotonic(), False
             self._queue.put_nowait(("deploy", lease_id))
             accepted.append(str(lease_id))
             self.metrics.manifests_received.inc()

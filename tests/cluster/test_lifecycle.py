@@ -180,3 +180,32 @@ def test_manifest_timeout_closes_our_side(
 
         run(go())
     assert "no manifest in time" in d.logs()
+
+
+def test_a_lease_failed_on_the_tenants_side_is_closed_only_under_the_policy(
+    kubeconfig: Path, chain_proc: ChainProcess, real_node: dict[str, Any], tmp_path: Path
+) -> None:
+    """deploy.close_failed_after_seconds: an image that cannot be pulled keeps the lease failed; after
+    the configured time our side is closed with reason tenant_workload_failed (off by default: the other
+    tests keep such leases open)."""
+    text = gpu_sdl(f"{real_node['registry']}/no-such-image:missing")
+    with daemon_running(
+        kubeconfig, chain_proc, real_node, tmp_path, deploy_extra={"close_failed_after_seconds": 5}
+    ) as d:
+
+        async def go() -> None:
+            tenant = await tenant_client(chain_proc, Key.generate("tenant"))
+            assert tenant.key is not None
+            await lease_on(tenant, text, 505, d.key.address)
+            await tenant_ops.send_manifest(tenant, text.encode(), "t.yaml", 505)
+
+            async def closed() -> Any:
+                leases = await tenant.leases(owner=tenant.key.address, dseq=505)  # type: ignore[union-attr]
+                return [x for x in leases if x.state == "closed"]
+
+            lease = (await poll(closed, 180))[0]
+            assert lease.closed_reason == "tenant_workload_failed"
+            await tenant.aclose()
+
+        run(go())
+    assert "closing a lease failed on the tenant's side" in d.logs()

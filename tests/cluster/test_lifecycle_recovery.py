@@ -7,6 +7,7 @@ import base64
 import json
 import signal
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,12 @@ from tests.market.conftest import ChainProcess, run
 pytestmark = pytest.mark.cluster
 
 QUICK_EXIT = 'echo hello-from-lease; trap "exit 0" TERM; while :; do sleep 1; done'
+
+
+@pytest.fixture
+def daemon(kubeconfig: Path, chain_proc: ChainProcess, real_node: dict[str, Any], tmp_path: Path) -> Iterator[Daemon]:
+    with daemon_running(kubeconfig, chain_proc, real_node, tmp_path) as d:
+        yield d
 
 
 def _objects(api: client.ApiClient, ns: str) -> Counter[str]:
