@@ -28,6 +28,19 @@ MIG_PREFIX = "nvidia.com/mig-"
 REQUEST_TIMEOUT = 30
 
 
+def _lines(raw: Any, chunk_size: int, partial_tail: bool) -> Iterator[bytes]:
+    """The newline-separated lines of a streamed body, as they arrive; with ``partial_tail``, also what
+    follows the last newline when the body ends."""
+    pending = b""
+    for chunk in raw.stream(chunk_size):
+        pending += chunk
+        while b"\n" in pending:
+            line, pending = pending.split(b"\n", 1)
+            yield line
+    if partial_tail and pending:
+        yield pending
+
+
 class LineStream:
     """Lines of a streamed response body, as they arrive; ``close()`` (from any thread) ends the iteration."""
 
@@ -36,15 +49,9 @@ class LineStream:
         self._closed = False
 
     def __iter__(self) -> Iterator[str]:
-        pending = b""
         try:
-            for chunk in self._raw.stream(8192):
-                pending += chunk
-                while b"\n" in pending:
-                    line, pending = pending.split(b"\n", 1)
-                    yield line.decode("utf-8", "replace")
-            if pending:
-                yield pending.decode("utf-8", "replace")
+            for line in _lines(self._raw, 8192, partial_tail=True):
+                yield line.decode("utf-8", "replace")
         except (OSError, ProtocolError, ValueError, AttributeError):  # closed under us, or the server went away
             return
         finally:
@@ -230,19 +237,10 @@ class Kube:
         accept: str = "*/*",
     ) -> bytes:
         what = what or f"{method} {path}"
+        headers = {"Content-Type": content_type, "Accept": accept}
+        resp = self._send(method, path, list(query or []), headers, body, timeout, what)
         try:
-            m, url, headers, data, _ = self.api.param_serialize(
-                method=method,
-                resource_path=path,
-                query_params=list(query or []),
-                header_params={"Content-Type": content_type, "Accept": accept},
-                body=body,
-                auth_settings=["BearerToken"],
-            )
-            resp = self.api.call_api(m, url, header_params=headers, body=data, _request_timeout=timeout)
             payload: bytes = resp.read() or b""
-        except ApiException as e:
-            raise KubeError(f"{what} failed: {e.status} {e.reason}: {(e.body or '')[:300]}", e.status) from e
         except OSError as e:
             raise KubeError(f"{what} failed: cannot reach the Kubernetes API ({e})") from e
         if resp.status >= 400:
@@ -252,59 +250,63 @@ class Kube:
             raise KubeError(f"{what} failed: {resp.status}: {message}", resp.status)
         return payload
 
+    def _send(
+        self,
+        method: str,
+        path: str,
+        query: list[tuple[str, str]],
+        headers: dict[str, str],
+        body: Any,
+        timeout: Any,
+        what: str,
+    ) -> Any:
+        """One request through the client's configuration (auth, TLS); its response, body not read yet.
+        Not reaching the API server, or the client's own refusal, is a KubeError naming ``what``."""
+        try:
+            m, url, sent_headers, data, _ = self.api.param_serialize(
+                method=method,
+                resource_path=path,
+                query_params=query,
+                header_params=headers,
+                body=body,
+                auth_settings=["BearerToken"],
+            )
+            return self.api.call_api(m, url, header_params=sent_headers, body=data, _request_timeout=timeout)
+        except ApiException as e:
+            raise KubeError(f"{what} failed: {e.status} {e.reason}: {(e.body or '')[:300]}", e.status) from e
+        except OSError as e:
+            raise KubeError(f"{what} failed: cannot reach the Kubernetes API ({e})") from e
+
+    def _open(
+        self, path: str, query: list[tuple[str, str]], what: str, read_timeout: float | None, accept: str = "*/*"
+    ) -> Any:
+        """A GET whose body is streamed: the raw response, its status checked (the caller releases it)."""
+        resp = self._send("GET", path, query, {"Accept": accept}, None, (10, read_timeout), what)
+        if resp.status >= 400:
+            body = resp.response.read(400)
+            resp.response.release_conn()
+            raise KubeError(f"{what} failed: {resp.status}: {body!r}", resp.status)
+        return resp.response
+
     def watch(self, path: str, query: list[tuple[str, str]], timeout_seconds: int = 60) -> Iterator[dict[str, Any]]:
         """A watch on a collection: yields each event ({"type", "object"}) as the server sends it, until the
         server ends the watch (after ``timeout_seconds``). The caller passes ``resourceVersion``."""
         what = f"watching {path}"
         params = [*query, ("watch", "true"), ("timeoutSeconds", str(timeout_seconds)), ("allowWatchBookmarks", "true")]
+        raw = self._open(path, params, what, timeout_seconds + 30, accept="application/json")
         try:
-            m, url, headers, _, _ = self.api.param_serialize(
-                method="GET",
-                resource_path=path,
-                query_params=params,
-                header_params={"Accept": "application/json"},
-                auth_settings=["BearerToken"],
-            )
-            resp = self.api.call_api(m, url, header_params=headers, _request_timeout=(10, timeout_seconds + 30))
-        except ApiException as e:
-            raise KubeError(f"{what} failed: {e.status} {e.reason}", e.status) from e
-        except OSError as e:
-            raise KubeError(f"{what} failed: cannot reach the Kubernetes API ({e})") from e
-        raw = resp.response
-        try:
-            if resp.status >= 400:
-                raise KubeError(f"{what} failed: {resp.status}: {raw.read(400)!r}", resp.status)
-            pending = b""
-            try:
-                for chunk in raw.stream(65536):
-                    pending += chunk
-                    while b"\n" in pending:
-                        line, pending = pending.split(b"\n", 1)
-                        if line.strip():
-                            yield json.loads(line)
-            except (OSError, ProtocolError) as e:
-                raise KubeError(f"{what} broke off: {e}") from e
+            for line in _lines(raw, 65536, partial_tail=False):
+                if line.strip():
+                    yield json.loads(line)
+        except (OSError, ProtocolError) as e:
+            raise KubeError(f"{what} broke off: {e}") from e
         finally:
             raw.release_conn()
 
     def open_stream(self, path: str, query: list[tuple[str, str]], what: str = "") -> LineStream:
         """A long GET whose body is read line by line as it arrives (a followed log); close() ends it
         from another thread."""
-        what = what or f"streaming {path}"
-        try:
-            m, url, headers, _, _ = self.api.param_serialize(
-                method="GET", resource_path=path, query_params=query, auth_settings=["BearerToken"]
-            )
-            resp = self.api.call_api(m, url, header_params=headers, _request_timeout=(10, None))
-        except ApiException as e:
-            raise KubeError(f"{what} failed: {e.status} {e.reason}", e.status) from e
-        except OSError as e:
-            raise KubeError(f"{what} failed: cannot reach the Kubernetes API ({e})") from e
-        if resp.status >= 400:
-            body = resp.response.read(400)
-            resp.response.release_conn()
-            raise KubeError(f"{what} failed: {resp.status}: {body!r}", resp.status)
-        return LineStream(resp.response)
+        return LineStream(self._open(path, query, what or f"streaming {path}", None))
 
     def apply(self, path: str, obj: Mapping[str, Any], field_manager: str, dry_run: bool = False) -> Any:
         """Server-side apply of one object at ``path`` (its own URL), forcing our field manager's ownership."""

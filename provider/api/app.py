@@ -129,6 +129,15 @@ def create_app(
         if not who.allows(me, target):
             raise _deny(403, "forbidden", f"the token does not grant {target.scope} on this lease")
 
+    def services_wanted(who: Tenant, target: Target, service: str) -> frozenset[str] | None:
+        """The services whose logs to read: those asked for (comma-separated; none = all), within those
+        the token grants (None = every service)."""
+        asked = frozenset(s for s in service.split(",") if s) or None
+        allowed = who.services(me, target)
+        if asked is None:
+            return allowed
+        return asked if allowed is None else asked & allowed
+
     def lease_of(who: Tenant, dseq: int, gseq: int, oseq: int) -> LeaseRecord:
         rec = leases.lease_for(who.address, dseq, gseq, oseq)
         if rec is None:
@@ -211,12 +220,7 @@ def create_app(
         rec = lease_of(who, dseq, gseq, oseq)
         if follow:
             raise _deny(400, "follow_needs_websocket", FOLLOW_OVER_WEBSOCKET)
-        allowed = who.services(me, target)
-        wanted = frozenset(s for s in service.split(",") if s) or None
-        if wanted is not None and allowed is not None:
-            wanted = wanted & allowed
-        elif wanted is None:
-            wanted = allowed
+        wanted = services_wanted(who, target, service)
         lines = await asyncio.to_thread(
             leases.deployer.logs, rec.id, wanted, min(tail, limits.max_log_lines) if tail >= 0 else limits.max_log_lines
         )
@@ -268,9 +272,7 @@ def create_app(
         if opened is None:
             return
         who, rec = opened
-        allowed = who.services(me, Target("logs", dseq, gseq, oseq))
-        wanted = frozenset(s for s in service.split(",") if s) or None
-        wanted = (wanted & allowed if allowed is not None else wanted) if wanted is not None else allowed
+        wanted = services_wanted(who, Target("logs", dseq, gseq, oseq), service)
         try:
             await ws.accept()
             if not follow:

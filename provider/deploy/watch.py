@@ -102,7 +102,6 @@ class WatchCache:
         self._listed: set[str] = set()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._lists: dict[str, int] = dict.fromkeys(RESOURCES, 0)
         self.events = 0
 
     # -- reading ---------------------------------------------------------------------------------
@@ -118,16 +117,6 @@ class WatchCache:
                 found = self._store["namespaces"].get("", {}).get(namespace)
                 return [found] if found is not None else []
             return list(self._store[resource].get(namespace, {}).values())
-
-    @property
-    def relists(self) -> int:
-        """Lists after each resource's first one (watches the server expired, or that failed)."""
-        with self._lock:
-            return sum(max(0, n - 1) for n in self._lists.values())
-
-    def count(self) -> int:
-        with self._lock:
-            return sum(len(names) for by_ns in self._store.values() for names in by_ns.values())
 
     # -- running ---------------------------------------------------------------------------------
     def start(self) -> None:
@@ -186,7 +175,6 @@ class WatchCache:
         with self._lock:
             before = self._store[resource]
             self._store[resource] = fresh
-            self._lists[resource] += 1
             self._listed.add(resource)
         changed = set(before) | set(fresh)
         if resource == "namespaces":

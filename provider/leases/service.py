@@ -66,17 +66,6 @@ class LeaseRecord:
     failed_since: float = 0.0  # when it entered "failed" (a tenant-side cause), 0 while it is not failed
 
 
-@dataclass
-class ApplyCount:
-    """What this process sent to the cluster and the chain (tests count them across restarts)."""
-
-    applies: int = 0
-    teardowns: int = 0
-    closes: int = 0
-    withdrawals: int = 0
-    by_lease: dict[str, int] = field(default_factory=dict)
-
-
 class LeaseService:
     def __init__(
         self,
@@ -92,7 +81,6 @@ class LeaseService:
         self.settings = settings or LeaseSettings()
         self.me = chain.address
         self.records: dict[LeaseId, LeaseRecord] = {}
-        self.counts = ApplyCount()
         self.chain_id = ""
         self.genesis = ""
         self.ready = False
@@ -235,8 +223,6 @@ class LeaseService:
                 facts = await asyncio.to_thread(self.deployer.observed_gpus)
                 objs = self.deployer.objects(self.ref(lease), rec.group, facts)
                 await asyncio.to_thread(self.deployer.apply, objs)
-                self.counts.applies += 1
-                self.counts.by_lease[str(lease)] = self.counts.by_lease.get(str(lease), 0) + 1
                 rec.error = ""
                 if rec.state not in ("ready", "degraded"):
                     rec.state = "deploying"
@@ -260,7 +246,6 @@ class LeaseService:
         for delay in (0.5, 1, 2, 5, 10, 30):
             try:
                 await asyncio.to_thread(self.deployer.teardown, lease)
-                self.counts.teardowns += 1
                 self.metrics.teardowns.inc()
                 log.info("lease closed, namespace deleted lease=%s", lease)
                 return
@@ -336,7 +321,6 @@ class LeaseService:
             log.warning("withdrawal failed lease=%s code=%s error=%r", rec.id, e.code, str(e)[:300])
             return
         rec.withdrawn_at = time.monotonic()
-        self.counts.withdrawals += 1
         self.metrics.withdrawals.labels(outcome="ok").inc()
         if coin.amount:
             self.metrics.withdrawn.labels(denom=coin.denom[:16]).inc(float(coin.amount.to_decimal()))
@@ -350,7 +334,6 @@ class LeaseService:
         rec.state = "closing"
         try:
             await self.chain.close_bid(rec.id.order, "tenant_workload_failed")
-            self.counts.closes += 1
             self.metrics.failed_closes.inc()
         except ChainError as e:
             rec.state = "failed"  # tried again on the next pass
@@ -361,7 +344,6 @@ class LeaseService:
         rec.state = "closing"
         try:
             await self.chain.close_bid(rec.id.order, "manifest_timeout")
-            self.counts.closes += 1
             self.metrics.manifest_timeouts.inc()
         except ChainError as e:
             if e.unreachable:
@@ -411,10 +393,7 @@ class LeaseService:
         return rec.state
 
     def _publish(self) -> None:
-        counts = dict.fromkeys(LEASE_STATES, 0)
-        for rec in self.records.values():
-            counts[rec.state] = counts.get(rec.state, 0) + 1
-        for state, n in counts.items():
+        for state, n in {**dict.fromkeys(LEASE_STATES, 0), **self.public_status()}.items():
             self.metrics.leases.labels(state=state).set(n)
 
     # -- manifest intake --------------------------------------------------------------------------
