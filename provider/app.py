@@ -99,6 +99,8 @@ async def run(config: Config, registry: CollectorRegistry | None = None) -> None
             tenant_allow=None if b.tenants.allow is None else frozenset(b.tenants.allow),
             tenant_deny=frozenset(b.tenants.deny),
             maintenance=b.maintenance,
+            recheck_seconds=b.recheck_seconds,
+            max_waiting_orders=b.max_waiting_orders,
         ),
         BidMetrics(registry),
         on_lease_won=leases.lease_won if leases is not None else None,

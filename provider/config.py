@@ -119,6 +119,8 @@ class BiddingSection(_Section):
     storage_classes: list[StorageClass] = Field(default_factory=lambda: list(STORAGE_CLASSES))
     tenants: Tenants = Field(default_factory=Tenants)
     maintenance: bool = False  # no new bids, leases still served (`gpu-provider maintenance on` needs no restart)
+    recheck_seconds: float = Field(5.0, gt=0, le=3600)  # orders skipped for capacity: tried again this often
+    max_waiting_orders: int = Field(1000, ge=0, le=100_000)  # ... once capacity frees; oldest forgotten first
 
     @model_validator(mode="before")
     @classmethod

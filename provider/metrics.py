@@ -69,6 +69,16 @@ class BidMetrics:
             "1 while maintenance mode is on (no new bids; leases are still served).",
             registry=registry,
         )
+        self.orders_waiting = Gauge(
+            "gpu_provider_orders_waiting",
+            "Open orders skipped for want of capacity, tried again when capacity comes back.",
+            registry=registry,
+        )
+        self.bids_after_waiting = Counter(
+            "gpu_provider_bids_after_waiting_total",
+            "Bids placed on an order first skipped for want of capacity, once capacity came back.",
+            registry=registry,
+        )
         self.leases_refused = Counter(
             "gpu_provider_leases_refused_total",
             "Won leases closed on chain because their capacity could not be allocated, by reason.",

@@ -61,9 +61,17 @@ class EngineConfig:
     max_in_flight: int = 1000  # events read ahead of the low-water mark before the feed pauses
     retry_delays: tuple[float, ...] = (0.5, 1, 2, 5, 10)  # then the last, until the chain answers
     maintenance: bool = False  # no new bids (leases are still served); also on while <state_dir>/maintenance exists
+    recheck_seconds: float = 5.0  # how often orders skipped for capacity are tried again once capacity frees
+    max_waiting_orders: int = 1000  # orders remembered for that (the oldest is forgotten first)
 
 
 MAINTENANCE_FILE = "maintenance"  # `gpu-provider maintenance on` creates it in the state directory
+
+
+def waits_for_capacity(reason: str) -> bool:
+    """A skip that capacity coming back can undo (the cluster is full now, not the wrong kind of order)."""
+    return reason.startswith("insufficient_")
+
 
 LeaseWon = Callable[[BidId, Order], Awaitable[None]]
 LeaseClosed = Callable[[BidId], Awaitable[None]]
@@ -112,6 +120,11 @@ class BidEngine:
         self._done_cursor = ""
         self._saved_cursor = ""
         self._stop: asyncio.Event | None = None
+        # open orders skipped only for want of capacity: tried again when capacity frees (oldest first)
+        self._waiting: dict[OrderId, Order] = {}
+        self._rechecks: dict[OrderId, asyncio.Task[None]] = {}
+        self._recheck_at = 0.0
+        self._recheck_freed = -1
 
     # -- durable cursor --------------------------------------------------------------------------
     def load_cursor(self) -> SavedCursor | None:
@@ -276,6 +289,7 @@ class BidEngine:
                 if not page.events and page.cursor and page.cursor != cursor:
                     cursor = page.cursor
                 await self._expire_holds()
+                await self._recheck_waiting()
                 await self._flush_cursor()
                 if self._maintenance and not self.in_maintenance():  # over: bid on what is open now
                     try:
@@ -304,7 +318,7 @@ class BidEngine:
 
     async def _drain(self, timeout: float = 30.0) -> None:
         """Let in-flight events finish (bounded), then make the cursor durable."""
-        tasks = {t for _, t in self._pending}
+        tasks = {t for _, t in self._pending} | set(self._rechecks.values())
         if tasks:
             _, not_done = await asyncio.wait(tasks, timeout=timeout)
             for t in not_done:
@@ -416,6 +430,7 @@ class BidEngine:
 
     def _release(self, oid: OrderId, outcome: str) -> None:
         self._orders.pop(oid, None)
+        self._forget_waiting(oid)
         if self.holds.release(str(oid)):
             self.metrics.bids_lost.labels(outcome=_bounded(outcome)).inc()
             log.info("reservation released order=%s outcome=%s", oid, outcome)
@@ -466,9 +481,87 @@ class BidEngine:
             self.metrics.orders_skipped.labels(reason=outcome).inc()
             if outcome != "already_bid":
                 self._orders.pop(order.id, None)
+            if waits_for_capacity(outcome):
+                self._wait_for_capacity(order)
+                return outcome
         else:
             self.metrics.decision_seconds.observe(time.perf_counter() - started)
+        self._forget_waiting(order.id)
         return outcome
+
+    # -- orders waiting for capacity ------------------------------------------------------------------
+    def _wait_for_capacity(self, order: Order) -> None:
+        self._waiting.pop(order.id, None)
+        self._waiting[order.id] = order
+        while len(self._waiting) > self.config.max_waiting_orders:
+            oldest = next(iter(self._waiting))
+            del self._waiting[oldest]
+            log.info("order no longer waiting for capacity (too many wait) order=%s", oldest)
+        self.metrics.orders_waiting.set(len(self._waiting))
+
+    def _forget_waiting(self, oid: OrderId) -> None:
+        if self._waiting.pop(oid, None) is not None:
+            self.metrics.orders_waiting.set(len(self._waiting))
+
+    async def _recheck_waiting(self) -> None:
+        """Try the waiting orders again once capacity may have come back (a hold released or expired, a
+        lease's pods gone, a node added): at most every ``recheck_seconds``, and only after a change."""
+        if not self._waiting or time.monotonic() < self._recheck_at:
+            return
+        self._recheck_at = time.monotonic() + self.config.recheck_seconds
+        try:
+            await self.refresh_inventory()
+        except ProviderError as e:
+            log.warning("inventory refresh for waiting orders failed error=%r", str(e)[:300])
+            return
+        freed = self.holds.freed
+        if freed == self._recheck_freed:
+            return
+        self._recheck_freed = freed
+        for order in list(self._waiting.values()):
+            if order.id not in self._rechecks:
+                self._schedule_recheck(order)
+
+    def _schedule_recheck(self, order: Order) -> None:
+        key = str(order.id)  # the lane ``_order_key`` gives this order's events
+        task = asyncio.create_task(self._recheck(order, self._tails.get(key)))
+        self._tails[key] = task
+        self._rechecks[order.id] = task
+
+        def done(t: asyncio.Task[None]) -> None:
+            self._rechecks.pop(order.id, None)
+            if self._tails.get(key) is t:
+                del self._tails[key]
+
+        task.add_done_callback(done)
+
+    async def _recheck(self, order: Order, previous: asyncio.Task[None] | None) -> None:
+        """One waiting order, in its lane (after its own events) so a close or a loss is seen first."""
+        if previous is not None:
+            with contextlib.suppress(BaseException):
+                await asyncio.shield(previous)
+        if order.id not in self._waiting:  # closed, lost or forgotten meanwhile
+            return
+        async with self._slots:
+            try:
+                outcome = await self._consider(order)
+            except ProviderError as e:  # chain or cluster away: it stays waiting for the next change
+                log.info("recheck of a waiting order not done order=%s error=%r", order.id, str(e)[:300])
+                self._recheck_freed = -1
+                return
+            except Exception:
+                log.exception("recheck of a waiting order failed order=%s", order.id)
+                self._forget_waiting(order.id)
+                return
+        if waits_for_capacity(outcome) or outcome == "maintenance":
+            return  # still full (or paused): keep waiting
+        self._forget_waiting(order.id)
+        if outcome == "bid":
+            self._orders[order.id] = order
+            self.metrics.bids_after_waiting.inc()
+            log.info("order bid on once capacity came back order=%s", order.id)
+        else:
+            log.info("waiting order skipped order=%s reason=%s", order.id, outcome)
 
     def in_maintenance(self) -> bool:
         """Maintenance mode: the config says so, or the operator's flag file exists (checked per order)."""

@@ -33,6 +33,11 @@ class HoldsPort(Protocol):
 
     def count(self) -> int: ...
 
+    @property
+    def freed(self) -> int:
+        """Moves whenever capacity may have come back (orders skipped for capacity are tried again)."""
+        ...
+
 
 class InventoryPort(Protocol):
     """A source of cluster capacity that can be refreshed (blocking: the engine runs it in a thread)."""

@@ -151,6 +151,14 @@ class Reservations:
         self._storage_used: dict[str, int] = {}
         self.hold_blocks = hold_blocks
         self.height = height
+        self._freed = 0  # bumped whenever capacity may have come back (see ``freed``)
+
+    @property
+    def freed(self) -> int:
+        """A counter that moves whenever capacity may have come back: a hold given back or expired, or a
+        snapshot whose free capacity or used storage differs from the last. Equal values: nothing freed."""
+        with self._lock:
+            return self._freed
 
     # -- cluster state ---------------------------------------------------------------------------
     def refresh(
@@ -160,9 +168,12 @@ class Reservations:
         pods and is dropped once all of its replicas are bound: from then on the pods are what counts."""
         snapshot = _Snapshot.of(inventory, pods)
         with self._lock:
+            if snapshot.free != self._snapshot.free:
+                self._freed += 1
             self._snapshot = snapshot
-            if storage_used is not None:
+            if storage_used is not None and storage_used != self._storage_used:
                 self._storage_used = dict(storage_used)
+                self._freed += 1
             for order_id, r in list(self._held.items()):
                 if r.lease_id:
                     bound = snapshot.bound.get(r.lease_id, ())
@@ -202,6 +213,8 @@ class Reservations:
         gone = [o for o, r in self._held.items() if not r.lease_id and r.expires_at <= now]
         for o in gone:
             self._take_locked(self._held.pop(o), -1)
+        if gone:
+            self._freed += 1
         return gone
 
     # -- operations ------------------------------------------------------------------------------
@@ -251,6 +264,7 @@ class Reservations:
             if r is None:
                 return False
             self._take_locked(r, -1)
+            self._freed += 1
             return True
 
     def allocate(self, order_id: str, lease_id: str) -> bool:
