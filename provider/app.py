@@ -7,7 +7,7 @@ import contextlib
 import logging
 import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +29,10 @@ from provider.inventory.reservations import Reservations
 from provider.inventory.service import ClusterInventory
 from provider.inventory.static import StaticInventory, nodes_from_config
 from provider.kube import Kube
+from provider.leader import LeaderElector, LeaderSettings, LeadershipLostError
 from provider.leases.reaper import OrphanReaper, ReaperSettings
 from provider.leases.service import LeaseService, LeaseSettings
-from provider.metrics import BidMetrics, LeaseMetrics
+from provider.metrics import BidMetrics, LeaderMetrics, LeaseMetrics
 
 log = logging.getLogger("provider")
 
@@ -56,6 +57,8 @@ async def run(config: Config, registry: CollectorRegistry | None = None) -> None
     inventory: ClusterInventory | StaticInventory
     leases: LeaseService | None = None
     reaper: OrphanReaper | None = None
+    elector: LeaderElector | None = None
+    leader_metrics = LeaderMetrics(registry)
     if config.inventory.static:
         inventory = StaticInventory(nodes_from_config(config.inventory.static), reservations)
     else:
@@ -72,9 +75,20 @@ async def run(config: Config, registry: CollectorRegistry | None = None) -> None
                 tuple(d.blocked_hostnames),
                 withdrawal_period_seconds=d.withdrawal_period_seconds,
                 close_failed_after_seconds=d.close_failed_after_seconds,
+                sync_seconds=config.ha.sync_seconds if config.ha.enabled else 0.0,
             ),
             height=lambda: engine.height if engine is not None else 0,
         )
+        if config.ha.enabled:
+            ha = config.ha
+            leases.leading = False
+            elector = LeaderElector(
+                kube,
+                LeaderSettings(
+                    d.namespace, ha.lease_name, ha.identity, ha.lease_seconds, ha.renew_seconds, ha.retry_seconds
+                ),
+                on_change=leader_metrics.set,
+            )
         cache = WatchCache(kube, on_change=leases.namespace_changed)
         leases.deployer.cache = cache
         reaper = OrphanReaper(
@@ -115,21 +129,38 @@ async def run(config: Config, registry: CollectorRegistry | None = None) -> None
         host, _, port = metrics_address.rpartition(":")
         start_http_server(int(port), addr=host.strip("[]"), registry=registry)
     log.info(
-        "provider starting address=%s chain=%s metrics=%s",
+        "provider starting address=%s chain=%s metrics=%s ha=%s",
         key.address,
         config.chain.url,
         metrics_address or "off",
+        elector.identity if elector is not None else "off",
     )
+
+    async def leader_work(halt: asyncio.Event) -> None:
+        """What only the leader does: bid, deploy (HA: take the leases over), sweep orphans."""
+        if leases is not None and elector is not None and not await leases.take_over(halt):
+            return
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(engine.run(halt))
+            if leases is not None and elector is not None:
+                tg.create_task(leases.lead(halt))
+            if leases is not None and reaper is not None:
+                tg.create_task(_after_ready(leases, reaper, halt))
+
+    if elector is None:
+        leader_metrics.leader.set(1)
     try:
         async with asyncio.TaskGroup() as tg:
-            tg.create_task(engine.run(stop))
+            tg.create_task(leader_work(stop) if elector is None else elector.run(leader_work, stop))
             if leases is not None:
                 tg.create_task(leases.run(stop))
-                if reaper is not None:
-                    tg.create_task(_after_ready(leases, reaper, stop))
                 if config.api.address:
-                    server = api_server(config, leases, chain, engine, inventory)
+                    leading = (lambda: elector.leading) if elector is not None else (lambda: True)
+                    identity = elector.identity if elector is not None else ""
+                    server = api_server(config, leases, chain, engine, inventory, leading, identity)
                     tg.create_task(_serve_until(server, stop))
+    except* LeadershipLostError as group:
+        raise group.exceptions[0] from None
     finally:
         await chain.aclose()
 
@@ -156,6 +187,8 @@ def api_server(
     chain: ChainClient,
     engine: BidEngine,
     inventory: ClusterInventory | StaticInventory,
+    leading: Callable[[], bool] = lambda: True,
+    identity: str = "",
 ) -> uvicorn.Server:
     a = config.api
     verifier = ChainKeyVerifier(PublicKeys(chain.account_public_key), max_lifetime=a.max_token_lifetime)
@@ -164,6 +197,7 @@ def api_server(
         current = inventory.current
         return {
             "address": leases.me,
+            "leader": {"leading": leading(), "identity": identity},
             "leases": {"active": len(leases.records), "by_state": leases.public_status()},
             "bids": {"open": engine.holds.count()},
             "maintenance": engine.in_maintenance(),

@@ -265,6 +265,28 @@ class DeploySection(_Section):
         )
 
 
+class HaSection(_Section):
+    """High availability: replicas elect a leader on a coordination.k8s.io Lease in deploy.namespace. Only
+    the leader bids, deploys, withdraws and closes; every replica serves the API."""
+
+    enabled: bool = False
+    lease_name: str = Field("gpu-provider-leader", pattern=r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+    identity: str = Field("", max_length=128)  # "" = $POD_NAME (or the host name) plus a random suffix
+    lease_seconds: float = Field(10.0, ge=2, le=600)  # a standby takes over this long after the last renewal
+    renew_seconds: float = Field(7.0, gt=0, le=600)  # the leader stops leading when it cannot renew this long
+    retry_seconds: float = Field(2.0, gt=0, le=60)  # standby tries / leader renewals this often
+    sync_seconds: float = Field(5.0, gt=0, le=600)  # replicas re-read stored manifests (and leases) this often
+
+    @model_validator(mode="after")
+    def _timings(self) -> HaSection:
+        if not self.retry_seconds < self.renew_seconds < self.lease_seconds:
+            raise ValueError(
+                "ha timings must satisfy retry_seconds < renew_seconds < lease_seconds (a leader must give up "
+                "before a standby may take over)"
+            )
+        return self
+
+
 class Config(_Section):
     chain: ChainSection = Field(default_factory=ChainSection)
     provider: ProviderSection = Field(default_factory=ProviderSection)
@@ -273,6 +295,13 @@ class Config(_Section):
     inventory: InventorySection = Field(default_factory=InventorySection)
     api: ApiSection = Field(default_factory=lambda: ApiSection(insecure_http=True))
     deploy: DeploySection = Field(default_factory=DeploySection)
+    ha: HaSection = Field(default_factory=HaSection)
+
+    @model_validator(mode="after")
+    def _ha_needs_a_cluster(self) -> Config:
+        if self.ha.enabled and self.inventory.static:
+            raise ValueError("ha.enabled needs a cluster (the leader lease lives there): drop inventory.static")
+        return self
 
     def effective(self) -> dict[str, Any]:
         """The whole configuration as plain data (what --check-config prints)."""
@@ -325,7 +354,7 @@ def load(path: Path | None) -> Config:
             raw = {}
         if not isinstance(raw, dict):
             raise ConfigError(
-                f"{path}: expected a mapping of sections (chain, provider, bidding, pricing, inventory, api, deploy)"
+                f"{path}: expected a mapping of sections (chain, provider, bidding, pricing, inventory, api, deploy, ha)"
             )
     try:
         config = Config.model_validate(raw)

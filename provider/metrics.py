@@ -93,6 +93,22 @@ MANIFEST_REFUSALS = (
 )  # fmt: skip
 
 
+class LeaderMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.leader = Gauge(
+            "gpu_provider_leader",
+            "1 while this replica leads (bids, deploys, withdraws); 0 on a standby. Always 1 without HA.",
+            registry=registry,
+        )
+        self.transitions = Counter(
+            "gpu_provider_leader_transitions_total", "Times this replica started or stopped leading.", registry=registry
+        )
+
+    def set(self, leading: bool) -> None:
+        self.leader.set(1 if leading else 0)
+        self.transitions.inc()
+
+
 class LeaseMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.leases = Gauge("gpu_provider_leases", "Active leases by lifecycle state.", ["state"], registry=registry)

@@ -23,9 +23,10 @@ import json
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any, TypeVar
 
 from provider.bidding.policy import GpuOffer, ProviderProfile, decide
 from provider.bidding.ports import InventoryPort
@@ -41,6 +42,7 @@ from provider.money import Dec
 from sdl.spec import GroupSpec, group_from_json
 
 log = logging.getLogger("provider.bidding")
+T = TypeVar("T")
 
 # Bounded reasons for events that could not be handled (a metric label).
 EVENT_FAILURES = ("malformed", "refused", "internal")
@@ -269,7 +271,9 @@ class BidEngine:
                     await asyncio.wait({self._pending[0][1]})
                     continue
                 try:
-                    page = await self.chain.events(after=cursor, wait=self.config.feed_wait)
+                    page = await self._unless_stopped(self.chain.events(after=cursor, wait=self.config.feed_wait))
+                    if page is None:  # stopped while the feed long-polled: stop now, not when it answers
+                        break
                 except ChainError as e:
                     log.warning("chain feed unavailable error=%r retry_in=2s", str(e))
                     await self._sleep(2)
@@ -307,6 +311,23 @@ class BidEngine:
             except ProviderError as e:  # chain or cluster not reachable yet: wait for them, say so
                 log.warning("cannot start bidding yet, retrying in 2s error=%r", str(e))
                 await self._sleep(2)
+        return None
+
+    async def _unless_stopped(self, call: Coroutine[Any, Any, T]) -> T | None:
+        """``call``'s result, or None (and ``call`` cancelled) when the engine is stopped first."""
+        task = asyncio.ensure_future(call)
+        if self._stop is None:
+            return await task
+        stopper = asyncio.ensure_future(self._stop.wait())
+        try:
+            await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopper.cancel()
+        if task.done():
+            return task.result()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
         return None
 
     async def _sleep(self, seconds: float) -> None:

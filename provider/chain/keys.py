@@ -67,7 +67,13 @@ class Key:
         )
 
     def sign_tx(self, chain_id: str, sequence: int, tx_type: str, msg: Any) -> dict[str, Any]:
-        signature = self.private.sign(sign_bytes(chain_id, self.address, sequence, tx_type, msg))
+        try:
+            signed = sign_bytes(chain_id, self.address, sequence, tx_type, msg)
+        except UnicodeEncodeError as e:  # a lone surrogate: text that has no UTF-8 form
+            raise SignatureError(
+                f"cannot sign a {tx_type} transaction: it holds text with no UTF-8 form ({e})"
+            ) from None
+        signature = self.private.sign(signed)
         return {
             "account": self.address,
             "pubkey": base64.b64encode(self.public_bytes).decode(),

@@ -260,6 +260,17 @@ class Deployer:
         group = manifest_from_json([group_json])[0]
         return StoredManifest(lease, str(spec.get("version", "")), group, group_json)
 
+    def stored_versions(self) -> dict[LeaseId, str]:
+        """The version of every stored manifest, from one list (no secrets read): what a replica compares
+        with its own records to notice a manifest another replica accepted."""
+        items = self.kube.request("GET", f"/apis/{GROUP}/v1/namespaces/{self.namespace}/manifests")["items"]
+        out: dict[LeaseId, str] = {}
+        for obj in items:
+            lease = naming.lease_of(obj.get("metadata", {}).get("labels", {}))
+            if lease is not None:
+                out[lease] = str(obj.get("spec", {}).get("version", ""))
+        return out
+
     def stored(self) -> list[StoredManifest]:
         """Every manifest this provider accepted (a restart rebuilds its leases from them)."""
         items = self.kube.request("GET", f"/apis/{GROUP}/v1/namespaces/{self.namespace}/manifests")["items"]

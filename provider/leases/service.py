@@ -49,6 +49,7 @@ class LeaseSettings:
     concurrency: int = 16  # leases deployed at once
     withdrawal_period_seconds: float = 3600.0  # each active lease's earnings are withdrawn this often; 0 = never
     close_failed_after_seconds: float = 0.0  # close our side of a lease failed for a tenant-side cause; 0 = never
+    sync_seconds: float = 0.0  # HA: re-read stored manifests (and, on a standby, the chain's leases) this often
 
 
 @dataclass
@@ -91,6 +92,9 @@ class LeaseService:
         self._tasks: set[asyncio.Task[None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._changed = asyncio.Event()  # the watch cache saw a lease namespace change
+        # Only the leader acts (deploys, tears down, closes, withdraws). A standby (HA, not leading) keeps
+        # its records in step from the chain and the stored manifests and serves the API from them.
+        self.leading = True
 
     # -- hand-over from the bid engine (never blocks it) -----------------------------------------
     async def lease_won(self, lease: LeaseId, order: Order) -> None:
@@ -159,7 +163,8 @@ class LeaseService:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), 2)
         ticker = asyncio.create_task(self._tick_loop(stop))
-        withdrawer = asyncio.create_task(self._withdraw_loop(stop))
+        withdrawer = asyncio.create_task(self._withdraw_loop(stop) if self.leading else _nothing())
+        syncer = asyncio.create_task(self._sync_loop(stop))
         try:
             while not stop.is_set():
                 getter = asyncio.ensure_future(self._queue.get())
@@ -175,11 +180,15 @@ class LeaseService:
                 task.add_done_callback(self._tasks.discard)
         finally:
             ticker.cancel()
+            syncer.cancel()
             await self._finish(withdrawer)  # a withdrawal in flight completes; none starts after stop
             if self._tasks:  # let applies in flight finish (bounded), so nothing is left half-sent
                 await asyncio.wait(self._tasks, timeout=30)
 
     async def _handle(self, kind: str, lease: LeaseId) -> None:
+        if not self.leading:  # a standby never acts: the leader picks the stored manifest up
+            log.debug("standby: %s left to the leader lease=%s", kind, lease)
+            return
         lock = self._locks.setdefault(lease, asyncio.Lock())
         async with self._slots, lock:
             try:
@@ -279,12 +288,98 @@ class LeaseService:
         height = self._current_height() or (await self.chain.status()).height
         for rec in list(self.records.values()):
             if rec.state == "awaiting_manifest" and height >= rec.won_height + self.settings.manifest_timeout_blocks:
-                await self._manifest_timeout(rec)
+                if self.leading:
+                    await self._manifest_timeout(rec)
             elif rec.state in ("deploying", "ready", "degraded", "failed") and rec.group is not None:
                 await self.observe(rec)
                 policy = self.settings.close_failed_after_seconds
-                if policy > 0 and rec.failed_since and time.monotonic() - rec.failed_since >= policy:
+                if policy > 0 and rec.failed_since and time.monotonic() - rec.failed_since >= policy and self.leading:
                     await self._close_failed(rec)
+        self._publish()
+
+    # -- high availability ------------------------------------------------------------------------
+    async def take_over(self, halt: asyncio.Event) -> bool:
+        """This replica leads now (HA). Catch up with the chain and the store, then act: every lease is
+        deployed from its stored manifest (idempotent: the apply converges whatever the last leader left
+        half done) and stored leases closed meanwhile are torn down. False when halted first. Runs before
+        the bid engine starts, so no lease it hands over is dropped."""
+        while not self.ready and not halt.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(halt.wait(), 0.5)
+        closed: list[LeaseId] = []
+        while not halt.is_set():
+            try:
+                await self.sync()  # still as a standby: follows the chain's active leases too
+                stored = set(await asyncio.to_thread(self.deployer.stored_versions))
+                closed = []
+                for lease_id in stored - set(self.records):
+                    on_chain = await self.chain.lease(lease_id)
+                    if on_chain is not None and on_chain.state != "active":
+                        closed.append(lease_id)
+                break
+            except ProviderError as e:  # chain or cluster away for a moment: nothing is done until it answers
+                log.warning("taking over: cannot read the leases yet, retrying in 2s error=%r", str(e)[:300])
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(halt.wait(), 2)
+        if halt.is_set():
+            return False
+        self.leading = True
+        for rec in list(self.records.values()):
+            if rec.group is not None:
+                self._queue.put_nowait(("deploy", rec.id))
+        for lease_id in closed:  # closed while no leader was there to tear it down
+            self._queue.put_nowait(("closed", lease_id))
+        log.info("leading: converging leases=%d closed=%d", len(self.records), len(closed))
+        return True
+
+    async def lead(self, halt: asyncio.Event) -> None:
+        """The leader's own loop (HA): withdrawals, until ``halt``; then this replica acts no more."""
+        try:
+            await self._withdraw_loop(halt)
+        finally:
+            self.leading = False
+
+    async def _sync_loop(self, stop: asyncio.Event) -> None:
+        every = self.settings.sync_seconds
+        if every <= 0:
+            return
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), every)
+            if stop.is_set() or not self.ready:
+                continue
+            try:
+                await self.sync()
+            except ProviderError as e:
+                log.warning("lease sync failed error=%r", str(e)[:300])
+            except Exception:
+                log.exception("lease sync failed")
+
+    async def sync(self) -> None:
+        """Bring the records in step with what other replicas did: a manifest stored by another replica is
+        taken up (and deployed, when leading); a standby also follows the chain's active leases, since it
+        runs no bid engine to tell it of won and closed ones."""
+        if not self.leading:
+            active = {lease.id: lease for lease in await self.chain.leases(provider=self.me, state="active")}
+            for lease_id, lease in active.items():
+                self.records.setdefault(lease_id, LeaseRecord(lease_id, lease.created_height))
+            for gone in [r for r in self.records if r not in active]:
+                del self.records[gone]
+        versions = await asyncio.to_thread(self.deployer.stored_versions)
+        for lease_id, version in versions.items():
+            rec = self.records.get(lease_id)
+            if rec is None or rec.version == version or rec.state == "closing":
+                continue
+            stored = await asyncio.to_thread(self.deployer.load, lease_id)
+            if stored is None:
+                continue
+            rec.version, rec.group, rec.error = stored.version, stored.group, ""
+            if rec.state in ("awaiting_manifest", "failed"):
+                self._set_state(rec, "deploying")
+                rec.accepted_at, rec.measured = time.monotonic(), False
+            log.info("manifest taken up from the store lease=%s version=%s", lease_id, stored.version[:12])
+            if self.leading:
+                self._queue.put_nowait(("deploy", lease_id))
         self._publish()
 
     # -- withdrawals ------------------------------------------------------------------------------
@@ -570,3 +665,7 @@ class LeaseService:
         for rec in self.records.values():
             counts[rec.state] = counts.get(rec.state, 0) + 1
         return counts
+
+
+async def _nothing() -> None:
+    return None

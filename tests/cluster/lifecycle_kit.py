@@ -79,11 +79,15 @@ class Daemon:
     inventory_extra: dict[str, Any] = field(default_factory=dict)
     log_level: str = "info"
     api_port: int = field(default_factory=free_port)
+    metrics_port: int = field(default_factory=free_port)
+    ha: dict[str, Any] | None = None  # the config's ha section (HA replicas)
+    key: Key | None = None  # another replica's key (HA replicas share one provider account)
     proc: subprocess.Popen[bytes] | None = None
 
     def __post_init__(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
         self.keyring = self.dir / "keyring.json"
-        self.key = Keyring(self.keyring).add("provider")
+        self.key = Keyring(self.keyring).add("provider", self.key)
         self.namespace = f"gp-{self.key.address[-8:]}"
         self.config = self.dir / "provider.yaml"
         self.log = self.dir / "daemon.log"
@@ -92,7 +96,7 @@ class Daemon:
             "provider": {
                 "host_uri": self.url,
                 "state_dir": str(self.dir / "state"),
-                "metrics_address": f"127.0.0.1:{free_port()}",
+                "metrics_address": f"127.0.0.1:{self.metrics_port}",
             },
             "inventory": {"kubeconfig": str(self.kubeconfig), **self.inventory_extra},
             "api": {"address": f"127.0.0.1:{self.api_port}", "insecure_http": True, **self.api_extra},
@@ -102,6 +106,7 @@ class Daemon:
                 "dns_cidrs": [f"{self.dns_ip}/32"],
                 **self.deploy_extra,
             },
+            **({"ha": self.ha} if self.ha is not None else {}),
         }
         self.config.write_text(yaml.safe_dump(cfg))
 
@@ -162,6 +167,14 @@ class Daemon:
 
     def logs(self) -> str:
         return self.log.read_text(errors="replace")
+
+    def metric(self, name: str) -> float:
+        """One unlabelled sample from the daemon's /metrics (0 when absent)."""
+        text = httpx.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10).text
+        for line in text.splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+        return 0.0
 
 
 @contextmanager

@@ -65,7 +65,10 @@ def test_environment_overrides_keep_their_names(tmp_path: Path, monkeypatch: pyt
         ("pricing: {strategy: script}", "script.path"),
         ("pricing: {linear: {cpu_core: cheap}}", "pricing.linear.cpu_core: 'cheap' is not a decimal amount"),
         ("inventory: {storage_capacity: {beta3: lots}}", "inventory.storage_capacity.beta3: 'lots' is not a size"),
-        ("bogus: 1", "bogus: unknown key; known keys here: api, bidding, chain, deploy, inventory, pricing, provider"),
+        (
+            "bogus: 1",
+            "bogus: unknown key; known keys here: api, bidding, chain, deploy, ha, inventory, pricing, provider",
+        ),
         ("chain: [1, 2]", "chain: is a list, not a mapping"),
         ("provider: {metrics_address: nowhere}", "provider.metrics_address: 'nowhere' is not HOST:PORT"),
         ("a: [", "invalid YAML"),
@@ -81,6 +84,10 @@ def test_environment_overrides_keep_their_names(tmp_path: Path, monkeypatch: pyt
         ("provider: {atributes: {tier: x}}", "provider.atributes: unknown key; known keys here: attributes"),
         ("inventory: {static: [{name: a, gpus: many}]}", "inventory.static.0.gpus"),
         ("[1, 2]", "expected a mapping of sections"),
+        ("ha: {enabled: true, renew_seconds: 12}", "retry_seconds < renew_seconds < lease_seconds"),
+        ("ha: {enabled: true}\ninventory: {static: [{name: a, gpus: 1}]}", "ha.enabled needs a cluster"),
+        ("ha: {lease_name: Not_A_Name}", "ha.lease_name"),
+        ("bidding: {recheck_seconds: 0}", "bidding.recheck_seconds"),
     ],
 )
 def test_bad_values_name_the_key(tmp_path: Path, text: str, message: str) -> None:
