@@ -138,7 +138,14 @@ def _add_devcluster(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     build.add_argument("dir", metavar="DIR", help="the image's root filesystem")
     build.add_argument("--entrypoint", metavar="ARGS", help="comma-separated, e.g. /bin/sh,-c")
     build.add_argument("--cmd", metavar="ARGS", help="comma-separated default arguments")
-    for cmd in [*s.choices.values(), build]:
+    own = isub.add_parser(
+        "provider",
+        help="build the provider's Dockerfile with buildah (base from Debian packages); push it to the "
+        "cluster's registry with --push; prints the image (or its pull reference)",
+    )
+    own.add_argument("--tag", default="dev", help="image tag (default dev)")
+    own.add_argument("--push", action="store_true", help="push to the dev cluster's registry")
+    for cmd in [*s.choices.values(), build, own]:
         if cmd is image:
             continue
         cmd.add_argument(

@@ -35,6 +35,20 @@ def cli_command(args: argparse.Namespace) -> int:
         cluster.restart(args.component)
         print(f"devcluster: {args.component} restarted", file=sys.stderr)
         return 0
+    if args.devcluster_command == "image" and args.image_command == "provider":
+        from provider.devcluster.image import ImageBuilder
+
+        builder = ImageBuilder(Path(__file__).resolve().parents[2])
+        image = builder.build(args.tag)
+        if args.push:
+            state = cluster.load()
+            if state is None or not state.real_node.get("registry"):
+                raise DevClusterError(
+                    "no registry: start the dev cluster with `gpu-provider devcluster up --real-node`"
+                )
+            image = builder.push(image, str(state.real_node["registry"]))
+        print(image)
+        return 0
     if args.devcluster_command == "image":
         from provider.devcluster.realnode import registry_of
 
