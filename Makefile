@@ -47,6 +47,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/inventory.py
 	$(BIN)/python bench/bid_engine.py
 	$(BIN)/python bench/lifecycle.py
+	$(BIN)/python bench/failover.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

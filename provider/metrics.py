@@ -37,6 +37,24 @@ class BidMetrics:
         self.feed_height = Gauge(
             "gpu_provider_chain_feed_height", "Block height of the last chain event handled.", registry=registry
         )
+        self.chain_height = Gauge(
+            "gpu_provider_chain_height", "The chain's height in the last answer of the chain feed.", registry=registry
+        )
+        self.feed_last_poll = Gauge(
+            "gpu_provider_chain_feed_last_poll_timestamp_seconds",
+            "Unix time the chain feed last answered (it long-polls; a stalled feed stops moving this).",
+            registry=registry,
+        )
+        self.inventory_refresh_failures = Counter(
+            "gpu_provider_inventory_refresh_failures_total",
+            "Cluster inventory reads (nodes, pods) that failed.",
+            registry=registry,
+        )
+        self.inventory_last_refresh = Gauge(
+            "gpu_provider_inventory_last_refresh_timestamp_seconds",
+            "Unix time the cluster inventory was last read successfully.",
+            registry=registry,
+        )
         self.decision_seconds = Histogram(
             "gpu_provider_bid_decision_seconds",
             "Time from reading an order to the chain answering our bid.",

@@ -105,6 +105,10 @@ build_cni() {
 build_coredns() { build_simple coredns "$1" coredns github.com/coredns/coredns; }
 build_netpol() { build_simple netpol "$1" kube-router github.com/cloudnativelabs/kube-router/v2/cmd/kube-router; }
 build_crane() { build_simple crane "$1" crane github.com/google/go-containerregistry/cmd/crane; }
+build_prometheus() { # the tests' Prometheus (scrapes the provider) and promtool (tests the chart's alerts)
+  (cd "$here/prometheus" && go build -ldflags="-s -w" -o "$1/" \
+    github.com/prometheus/prometheus/cmd/prometheus github.com/prometheus/prometheus/cmd/promtool)
+}
 build_traefik() { # as the main module, so that Traefik's own replace directives apply
   # shellcheck source=/dev/null
   . "$here/traefik/pin.env"
@@ -127,15 +131,17 @@ build_pause() { # the kubelet's sandbox process, from the pinned kubernetes modu
 declare -A PINS=(
   [kube]="kube" [etcd]="etcd" [kwok]="kwok" [helm]="helm" [containerd]="containerd" [cni]="cni"
   [coredns]="coredns" [netpol]="netpol" [crane]="crane" [traefik]="traefik" [pause]="kube"
+  [prometheus]="prometheus"
 )
 declare -A OUTPUTS=(
   [kube]="kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy fakegpu"
   [etcd]="etcd" [kwok]="kwok" [helm]="helm" [containerd]="containerd containerd-shim-runc-v2"
   [cni]="cni/bridge cni/host-local cni/loopback cni/portmap" [coredns]="coredns"
   [netpol]="kube-router" [crane]="crane" [traefik]="traefik" [pause]="pause"
+  [prometheus]="prometheus promtool"
 )
 parts=(kube etcd kwok helm)
-[ "$real_node" = 1 ] && parts=(kube traefik containerd coredns netpol crane etcd kwok helm cni pause)
+[ "$real_node" = 1 ] && parts=(kube prometheus traefik containerd coredns netpol crane etcd kwok helm cni pause)
 
 part_hash() {
   local d="$here/${PINS[$1]}"

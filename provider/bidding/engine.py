@@ -156,8 +156,13 @@ class BidEngine:
         async with self._refresh_lock:
             if not force and time.monotonic() - self._refreshed_at <= self.config.inventory_max_age:
                 return
-            await asyncio.to_thread(self.inventory.refresh)
+            try:
+                await asyncio.to_thread(self.inventory.refresh)
+            except ProviderError:
+                self.metrics.inventory_refresh_failures.inc()
+                raise
             self._refreshed_at = time.monotonic()
+            self.metrics.inventory_last_refresh.set(time.time())
         offers = frozenset(
             GpuOffer(n.model, n.ram_class, n.interface)
             for n in self.inventory.current.nodes
@@ -274,6 +279,8 @@ class BidEngine:
                     page = await self._unless_stopped(self.chain.events(after=cursor, wait=self.config.feed_wait))
                     if page is None:  # stopped while the feed long-polled: stop now, not when it answers
                         break
+                    self.metrics.feed_last_poll.set(time.time())
+                    self.metrics.chain_height.set(page.height)
                 except ChainError as e:
                     log.warning("chain feed unavailable error=%r retry_in=2s", str(e))
                     await self._sleep(2)

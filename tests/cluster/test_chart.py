@@ -7,6 +7,7 @@ ServiceAccount's own token) and nothing else."""
 from __future__ import annotations
 
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -59,11 +60,14 @@ AGENT_CLUSTER: set[Rule] = {("", "nodes", "get", ""), ("", "nodes", "patch", "")
 
 
 def path_of(obj: dict[str, Any]) -> str:
-    """Any object's URL (the kinds the chart renders): the plural is the lowercased kind plus "s"."""
+    """Any object's URL (the kinds the chart renders): the plural is the lowercased kind plus "s" (a
+    final "y" becomes "ies": ValidatingAdmissionPolicy -> validatingadmissionpolicies)."""
     api, kind, meta = obj["apiVersion"], obj["kind"], obj["metadata"]
     prefix = "/api/v1" if api == "v1" else f"/apis/{api}"
     where = f"/namespaces/{meta['namespace']}" if meta.get("namespace") else ""
-    return f"{prefix}{where}/{kind.lower()}s/{meta['name']}"
+    lower = kind.lower()
+    plural = lower[:-1] + "ies" if lower.endswith("y") else lower + "s"
+    return f"{prefix}{where}/{plural}/{meta['name']}"
 
 
 def helm(cluster: DevCluster, *args: str) -> subprocess.CompletedProcess[str]:
@@ -164,7 +168,15 @@ def installed_rbac(chart_cluster: DevCluster, kubeconfig: Path, api: client.ApiC
     namespace = f"{release}-ns"
     core = client.CoreV1Api(api)
     core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace)))
-    rbac_kinds = {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}
+    rbac_kinds = {
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Role",
+        "RoleBinding",
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
+    }
     objs = [o for o in render(chart_cluster, release, namespace) if o["kind"] in rbac_kinds]
     # a ServiceAccount with no RBAC of its own: what every authenticated account may do anyway
     objs.append({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "nobody", "namespace": namespace}})
@@ -173,27 +185,29 @@ def installed_rbac(chart_cluster: DevCluster, kubeconfig: Path, api: client.ApiC
     try:
         yield release, namespace
     finally:
-        rbac = client.RbacAuthorizationV1Api(api)
         for obj in objs:
-            if obj["kind"] == "ClusterRole":
-                rbac.delete_cluster_role(obj["metadata"]["name"])
-            elif obj["kind"] == "ClusterRoleBinding":
-                rbac.delete_cluster_role_binding(obj["metadata"]["name"])
+            if not obj["metadata"].get("namespace"):  # cluster-scoped: the namespace does not take it along
+                kube.request("DELETE", path_of(obj))
         core.delete_namespace(namespace)
 
 
-def rules_of(api: client.ApiClient, namespace: str, service_account: str, in_namespace: str) -> set[Rule]:
-    """What the API server says this ServiceAccount may do in ``in_namespace``, asked with its own token."""
-    token = (
-        client.CoreV1Api(api)
-        .create_namespaced_service_account_token(service_account, namespace, {"spec": {"expirationSeconds": 600}})
-        .status.token
-    )
+def as_service_account(api: client.ApiClient, namespace: str, name: str, pod: str = "") -> client.ApiClient:
+    """A client that authenticates with this ServiceAccount's own token (bound to ``pod`` when given,
+    as the kubelet binds a pod's token: the API server then knows the pod's node)."""
+    spec: dict[str, Any] = {"expirationSeconds": 600}
+    if pod:
+        spec["boundObjectRef"] = {"apiVersion": "v1", "kind": "Pod", "name": pod}
+    token = client.CoreV1Api(api).create_namespaced_service_account_token(name, namespace, {"spec": spec}).status.token
     conf = client.Configuration()
     base = api.configuration
     conf.host, conf.ssl_ca_cert, conf.verify_ssl = base.host, base.ssl_ca_cert, base.verify_ssl
     conf.api_key = {"authorization": f"Bearer {token}"}
-    with client.ApiClient(conf) as as_sa:
+    return client.ApiClient(conf)
+
+
+def rules_of(api: client.ApiClient, namespace: str, service_account: str, in_namespace: str) -> set[Rule]:
+    """What the API server says this ServiceAccount may do in ``in_namespace``, asked with its own token."""
+    with as_service_account(api, namespace, service_account) as as_sa:
         review = client.AuthorizationV1Api(as_sa).create_self_subject_rules_review(
             {"spec": {"namespace": in_namespace}}
         )
@@ -259,3 +273,49 @@ def test_plain_manifests_are_the_chart_rendered(chart_cluster: DevCluster, kubec
     finally:
         if created:
             kube.request("DELETE", ns_path)
+
+
+def test_a_node_agent_may_change_only_its_own_nodes_metadata(
+    api: client.ApiClient, installed_rbac: tuple[str, str]
+) -> None:
+    """The chart's ValidatingAdmissionPolicy, like the kubelet's NodeRestriction."""
+    release, namespace = installed_rbac
+    agent_sa = f"{release}-gpu-provider-agent"
+    core = client.CoreV1Api(api)
+    own, other = (n.metadata.name for n in core.list_node(label_selector="type=kwok").items[:2])
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "agent"},
+        "spec": {
+            "nodeName": own,
+            "serviceAccountName": agent_sa,
+            "tolerations": [{"operator": "Exists"}],
+            "containers": [{"name": "agent", "image": "registry.invalid/kwok-never-pulls:1"}],
+        },
+    }
+    core.create_namespaced_pod(namespace, pod)
+    label = {"metadata": {"labels": {"gpu-provider.io/agent-test": release}}}
+    with as_service_account(api, namespace, agent_sa, pod="agent") as as_agent:
+        agent = client.CoreV1Api(as_agent)
+        # the API server loads a new policy within moments: wait until it denies the other node
+        denied: client.ApiException | None = None
+        deadline = time.monotonic() + 60
+        while denied is None and time.monotonic() < deadline:
+            try:
+                agent.patch_node(other, label)
+                time.sleep(0.5)
+            except client.ApiException as e:
+                denied = e
+        assert denied is not None, "the agent could still change another node after 60 s"
+        assert denied.status == 403 and "only change the Node its pod runs on" in str(denied.body)
+        agent.patch_node(own, label)  # its own node: allowed
+        with pytest.raises(client.ApiException) as spec_change:
+            agent.patch_node(own, {"spec": {"unschedulable": True}})
+        assert spec_change.value.status == 403 and "labels and annotations" in str(spec_change.value.body)
+    with as_service_account(api, namespace, agent_sa) as unbound:  # a token not bound to a pod on a node
+        with pytest.raises(client.ApiException) as nowhere:
+            client.CoreV1Api(unbound).patch_node(own, label)
+        assert nowhere.value.status == 403
+    for name in (own, other):
+        core.patch_node(name, {"metadata": {"labels": {"gpu-provider.io/agent-test": None}}})
