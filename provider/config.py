@@ -91,36 +91,38 @@ class _Section(BaseModel):
 
 
 class ChainSection(_Section):
-    url: str = "http://127.0.0.1:26680"
-    key: str = "provider"
-    keyring: FilePath = DEFAULT_KEYRING
+    url: str = "http://127.0.0.1:26680"  # the chain endpoint: the mock chain, or the Akash adapter's
+    key: str = "provider"  # the provider key's name in the keyring
+    keyring: FilePath = DEFAULT_KEYRING  # the keyring file (gpu-provider tenant keys add)
 
 
 class ProviderSection(_Section):
     host_uri: str = "http://127.0.0.1:8443"  # the built-in API default is plain HTTP on loopback
-    attributes: dict[str, str] = Field(default_factory=lambda: {"host": "gpu-provider", "tier": "community"})
-    state_dir: FilePath = DEFAULT_STATE
+    attributes: dict[str, str] = Field(  # published on chain; orders' placement attributes must match them
+        default_factory=lambda: {"host": "gpu-provider", "tier": "community"}
+    )
+    state_dir: FilePath = DEFAULT_STATE  # the chain cursor and the maintenance flag live here
     metrics_address: Address = "127.0.0.1:9464"  # Prometheus scrapes /metrics here; "" disables
 
 
 class Deposit(_Section):
-    denom: Literal["uakt", "uact"] = "uakt"
-    amount: Money = Dec.parse(500_000)
+    denom: Literal["uakt", "uact"] = "uakt"  # the bid deposit's denom
+    amount: Money = Dec.parse(500_000)  # the bid deposit (Akash's minimum: 500000uakt)
 
 
 class Tenants(_Section):
     allow: list[str] | None = None  # None: everyone
-    deny: list[str] = Field(default_factory=list)
+    deny: list[str] = Field(default_factory=list)  # tenants never bid for
 
 
 class BiddingSection(_Section):
     deposit: Deposit = Field(default_factory=Deposit)
-    hold_blocks: int = Field(DEFAULT_HOLD_BLOCKS, ge=1, le=100_000)
-    storage_classes: list[StorageClass] = Field(default_factory=lambda: list(STORAGE_CLASSES))
+    hold_blocks: int = Field(DEFAULT_HOLD_BLOCKS, ge=1, le=100_000)  # blocks a bid's capacity is held unanswered
+    storage_classes: list[StorageClass] = Field(default_factory=lambda: list(STORAGE_CLASSES))  # offered to SDLs
     tenants: Tenants = Field(default_factory=Tenants)
     maintenance: bool = False  # no new bids, leases still served (`gpu-provider maintenance on` needs no restart)
     recheck_seconds: float = Field(5.0, gt=0, le=3600)  # orders skipped for capacity: tried again this often
-    max_waiting_orders: int = Field(1000, ge=0, le=100_000)  # ... once capacity frees; oldest forgotten first
+    max_waiting_orders: int = Field(1000, ge=0, le=100_000)  # orders remembered for that; oldest forgotten first
 
     @model_validator(mode="before")
     @classmethod
@@ -138,15 +140,17 @@ DEFAULT_USD_PER_DENOM = {"uact": "0.000001", "uakt": "0.0000006"}
 
 class LinearSection(_Section):
     cpu_core: Money = Dec.parse("1.60")  # USD per core-month
-    memory_gib: Money = Dec.parse("0.80")
-    ephemeral_gib: Money = Dec.parse("0.02")
-    storage_gib: dict[str, Money] = Field(
+    memory_gib: Money = Dec.parse("0.80")  # USD per GiB-month
+    ephemeral_gib: Money = Dec.parse("0.02")  # USD per GiB-month
+    storage_gib: dict[str, Money] = Field(  # USD per GiB-month of persistent storage, by class
         default_factory=lambda: {k: Dec.parse(v) for k, v in LinearPricing().storage_gib.items()}
     )
-    endpoint: Money = Dec.parse("0.05")
-    gpu: dict[str, Money] = Field(default_factory=lambda: {k: Dec.parse(v) for k, v in DEFAULT_GPU_PRICES.items()})
-    gpu_default: Money = Dec.parse(100)
-    usd_per_denom: dict[str, Money] = Field(
+    endpoint: Money = Dec.parse("0.05")  # USD per global endpoint-month
+    gpu: dict[str, Money] = Field(  # USD per GPU-month by model (model.ram.interface, model.ram or model)
+        default_factory=lambda: {k: Dec.parse(v) for k, v in DEFAULT_GPU_PRICES.items()}
+    )
+    gpu_default: Money = Dec.parse(100)  # USD per GPU-month for a model not in the table
+    usd_per_denom: dict[str, Money] = Field(  # USD value of one unit of each denom (converts the rates)
         default_factory=lambda: {k: Dec.parse(v) for k, v in DEFAULT_USD_PER_DENOM.items()}
     )
     per_block: bool = False  # true: the rates above are per block in the order's denom
@@ -166,13 +170,13 @@ class LinearSection(_Section):
 
 
 class ScriptSection(_Section):
-    path: str = ""
-    timeout: float = Field(10.0, gt=0, le=300)
-    concurrency: int = Field(8, ge=1, le=256)
+    path: str = ""  # the price script (Akash's JSON on stdin, one decimal on stdout)
+    timeout: float = Field(10.0, gt=0, le=300)  # seconds per run
+    concurrency: int = Field(8, ge=1, le=256)  # runs at once
 
 
 class PricingSection(_Section):
-    strategy: Literal["linear", "script"] = "linear"
+    strategy: Literal["linear", "script"] = "linear"  # linear rates, or an external price script
     linear: LinearSection = Field(default_factory=LinearSection)
     script: ScriptSection = Field(default_factory=ScriptSection)
 
@@ -202,15 +206,15 @@ class InventorySection(_Section):
 
 class ApiSection(_Section):
     address: Address = "127.0.0.1:8443"  # the tenant API (HTTPS); "" disables it
-    tls_cert: FilePath | None = None
-    tls_key: FilePath | None = None
+    tls_cert: FilePath | None = None  # PEM certificate chain for HTTPS
+    tls_key: FilePath | None = None  # its PEM private key
     insecure_http: bool = False  # plain HTTP: only for loopback demos and tests
     max_token_lifetime: int = Field(900, ge=60, le=86_400)  # seconds a tenant token may live
-    max_manifest_bytes: Size = 1024 * 1024
+    max_manifest_bytes: Size = 1024 * 1024  # larger bodies are refused before they are read
     client_rate: float = Field(20.0, gt=0, le=10_000)  # requests/second per client address
     account_rate: float = Field(10.0, gt=0, le=10_000)  # authenticated requests/second per account
     max_follow_streams: int = Field(100, ge=1, le=10_000)  # websocket log/event follow streams at once
-    max_follow_streams_per_account: int = Field(8, ge=1, le=1_000)
+    max_follow_streams_per_account: int = Field(8, ge=1, le=1_000)  # follow streams per tenant account
     follow_max_seconds: float = Field(3600.0, ge=10, le=86_400)  # then the stream closes; clients reconnect
 
     @model_validator(mode="after")
@@ -231,14 +235,14 @@ class Orphans(_Section):
 
 
 class DeploySection(_Section):
-    namespace: str = Field("gpu-provider", pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+    namespace: str = Field("gpu-provider", pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")  # manifests, leader Lease
     manifest_timeout_blocks: int = Field(50, ge=1, le=1_000_000)  # won lease without a manifest -> close
     ingress_domain: str = ""  # generated hostnames <id>.<domain>
     ingress_class: str = ""  # "" = the cluster's default IngressClass
     runtime_class: str = "nvidia"  # for GPU pods; "" = none
-    global_service_type: Literal["NodePort", "LoadBalancer"] = "NodePort"
+    global_service_type: Literal["NodePort", "LoadBalancer"] = "NodePort"  # for global non-HTTP exposes
     storage_classes: dict[str, str] = Field(default_factory=dict)  # SDL class -> StorageClass
-    cluster_public_hostname: str = ""
+    cluster_public_hostname: str = ""  # shown to tenants for NodePort endpoints
     blocked_hostnames: list[str] = Field(default_factory=list)  # exact names, or ".domain" for all under it
     dns_cidrs: list[str] = Field(default_factory=list)  # where cluster DNS answers when it is not a pod
     blocked_cidrs: list[str] = Field(default_factory=list)  # cluster-internal ranges beyond the private ones
@@ -269,8 +273,8 @@ class HaSection(_Section):
     """High availability: replicas elect a leader on a coordination.k8s.io Lease in deploy.namespace. Only
     the leader bids, deploys, withdraws and closes; every replica serves the API."""
 
-    enabled: bool = False
-    lease_name: str = Field("gpu-provider-leader", pattern=r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+    enabled: bool = False  # elect a leader among replicas (the chart turns it on)
+    lease_name: str = Field("gpu-provider-leader", pattern=r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")  # the Lease
     identity: str = Field("", max_length=128)  # "" = $POD_NAME (or the host name) plus a random suffix
     lease_seconds: float = Field(10.0, ge=2, le=600)  # a standby takes over this long after the last renewal
     renew_seconds: float = Field(7.0, gt=0, le=600)  # the leader stops leading when it cannot renew this long
