@@ -27,6 +27,7 @@ sys.path.insert(0, str(REPO))
 import httpx  # noqa: E402
 import yaml  # noqa: E402
 
+from bench.lifecycle import say, wait_http  # noqa: E402
 from provider.chain.client import ChainClient  # noqa: E402
 from provider.chain.keys import Keyring  # noqa: E402
 from provider.devcluster import DevCluster  # noqa: E402
@@ -34,10 +35,6 @@ from provider.devcluster.procs import free_port  # noqa: E402
 from provider.money import Dec  # noqa: E402
 
 CLI = [sys.executable, "-m", "provider.cli"]
-
-
-def say(text: str) -> None:
-    print(f"  .. {text}", file=sys.stderr, flush=True)
 
 
 def leading(api: str) -> bool:
@@ -70,15 +67,7 @@ class Replica:
             self.proc = subprocess.Popen(
                 [*CLI, "run", "--config", str(self.config)], stdout=log, stderr=subprocess.STDOUT, cwd=REPO
             )
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(self.api + "/readyz", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise SystemExit(f"replica {self.dir.name} never became ready; see {self.dir}/daemon.log")
+        wait_http(self.api + "/readyz", 120)
 
     def signal(self, sig: int) -> None:
         assert self.proc is not None
@@ -115,13 +104,7 @@ def main() -> None:
             )
         keyring = Keyring(work / "keyring.json")
         key = keyring.add("provider")
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                httpx.get(chain_url + "/status", timeout=1)
-                break
-            except httpx.HTTPError:
-                time.sleep(0.2)
+        wait_http(chain_url + "/status", 30)
 
         async def fund() -> None:
             c = ChainClient(chain_url, key)

@@ -358,19 +358,31 @@ class BidEngine:
         self._tails.clear()
         await self._flush_cursor()
 
-    def _dispatch(self, event: Event) -> None:
-        key = _order_key(event)
+    def _in_lane(self, key: str, work: Callable[[], Coroutine[Any, Any, None]]) -> asyncio.Task[None]:
+        """Run ``work()`` after the lane's last task has ended: one order's events (and rechecks of it) run
+        in order, other orders' alongside."""
         previous = self._tails.get(key)
-        task = asyncio.create_task(self._run_event(event, previous))
+
+        async def after_previous() -> None:
+            if previous is not None:
+                with contextlib.suppress(BaseException):
+                    await asyncio.shield(previous)
+            await work()
+
+        task = asyncio.create_task(after_previous())
         self._tails[key] = task
-        self._pending.append((event, task))
 
         def done(t: asyncio.Task[None]) -> None:
             if self._tails.get(key) is t:
                 del self._tails[key]
-            self._advance()
 
         task.add_done_callback(done)
+        return task
+
+    def _dispatch(self, event: Event) -> None:
+        task = self._in_lane(_order_key(event), lambda: self._run_event(event))
+        self._pending.append((event, task))
+        task.add_done_callback(lambda _: self._advance())
 
     def _advance(self) -> None:
         """Move the low-water mark past every finished event at the head of the queue."""
@@ -379,10 +391,7 @@ class BidEngine:
             self._done_cursor = event.cursor
             self.metrics.feed_height.set(event.height)
 
-    async def _run_event(self, event: Event, previous: asyncio.Task[None] | None) -> None:
-        if previous is not None:  # the same order's earlier events first
-            with contextlib.suppress(BaseException):
-                await asyncio.shield(previous)
+    async def _run_event(self, event: Event) -> None:
         attempt = 0
         async with self._slots:
             while True:
@@ -551,23 +560,12 @@ class BidEngine:
                 self._schedule_recheck(order)
 
     def _schedule_recheck(self, order: Order) -> None:
-        key = str(order.id)  # the lane ``_order_key`` gives this order's events
-        task = asyncio.create_task(self._recheck(order, self._tails.get(key)))
-        self._tails[key] = task
+        task = self._in_lane(str(order.id), lambda: self._recheck(order))  # the lane ``_order_key`` gives its events
         self._rechecks[order.id] = task
+        task.add_done_callback(lambda _: self._rechecks.pop(order.id, None))
 
-        def done(t: asyncio.Task[None]) -> None:
-            self._rechecks.pop(order.id, None)
-            if self._tails.get(key) is t:
-                del self._tails[key]
-
-        task.add_done_callback(done)
-
-    async def _recheck(self, order: Order, previous: asyncio.Task[None] | None) -> None:
+    async def _recheck(self, order: Order) -> None:
         """One waiting order, in its lane (after its own events) so a close or a loss is seen first."""
-        if previous is not None:
-            with contextlib.suppress(BaseException):
-                await asyncio.shield(previous)
         if order.id not in self._waiting:  # closed, lost or forgotten meanwhile
             return
         async with self._slots:

@@ -73,19 +73,18 @@ class ImageBuilder:
         self.storage = cache / "storage"
         self.runroot = cache / "run"
 
-    def buildah(self, *args: str, timeout: float = 1800) -> str:
+    def _run(self, *args: str, timeout: float = 1800) -> subprocess.CompletedProcess[str]:
         argv = ["buildah", "--storage-driver", "vfs", "--root", str(self.storage), "--runroot", str(self.runroot)]
-        proc = subprocess.run([*argv, *args], capture_output=True, text=True, check=False, timeout=timeout)
+        return subprocess.run([*argv, *args], capture_output=True, text=True, check=False, timeout=timeout)
+
+    def buildah(self, *args: str, timeout: float = 1800) -> str:
+        proc = self._run(*args, timeout=timeout)
         if proc.returncode != 0:
             raise DevClusterError(f"buildah {args[0]} failed:\n{(proc.stdout + proc.stderr)[-3000:]}")
         return proc.stdout.strip()
 
     def exists(self, image: str) -> bool:
-        argv = ["buildah", "--storage-driver", "vfs", "--root", str(self.storage), "--runroot", str(self.runroot)]
-        return (
-            subprocess.run([*argv, "inspect", "--type", "image", image], capture_output=True, check=False).returncode
-            == 0
-        )
+        return self._run("inspect", "--type", "image", image, timeout=60).returncode == 0
 
     # -- the base, from Debian packages ----------------------------------------------------------------
     @staticmethod

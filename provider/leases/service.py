@@ -163,7 +163,8 @@ class LeaseService:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), 2)
         ticker = asyncio.create_task(self._tick_loop(stop))
-        withdrawer = asyncio.create_task(self._withdraw_loop(stop) if self.leading else _nothing())
+        # HA: a standby starts withdrawing only when it leads (``lead``)
+        withdrawer = asyncio.create_task(self._withdraw_loop(stop)) if self.leading else None
         syncer = asyncio.create_task(self._sync_loop(stop))
         try:
             while not stop.is_set():
@@ -181,7 +182,8 @@ class LeaseService:
         finally:
             ticker.cancel()
             syncer.cancel()
-            await self._finish(withdrawer)  # a withdrawal in flight completes; none starts after stop
+            if withdrawer is not None:
+                await self._finish(withdrawer)  # a withdrawal in flight completes; none starts after stop
             if self._tasks:  # let applies in flight finish (bounded), so nothing is left half-sent
                 await asyncio.wait(self._tasks, timeout=30)
 
@@ -309,10 +311,9 @@ class LeaseService:
         closed: list[LeaseId] = []
         while not halt.is_set():
             try:
-                await self.sync()  # still as a standby: follows the chain's active leases too
-                stored = set(await asyncio.to_thread(self.deployer.stored_versions))
+                stored = await self.sync()  # still as a standby: follows the chain's active leases too
                 closed = []
-                for lease_id in stored - set(self.records):
+                for lease_id in set(stored) - set(self.records):
                     on_chain = await self.chain.lease(lease_id)
                     if on_chain is not None and on_chain.state != "active":
                         closed.append(lease_id)
@@ -355,10 +356,10 @@ class LeaseService:
             except Exception:
                 log.exception("lease sync failed")
 
-    async def sync(self) -> None:
+    async def sync(self) -> dict[LeaseId, str]:
         """Bring the records in step with what other replicas did: a manifest stored by another replica is
         taken up (and deployed, when leading); a standby also follows the chain's active leases, since it
-        runs no bid engine to tell it of won and closed ones."""
+        runs no bid engine to tell it of won and closed ones. Returns the stored manifests' versions."""
         if not self.leading:
             active = {lease.id: lease for lease in await self.chain.leases(provider=self.me, state="active")}
             for lease_id, lease in active.items():
@@ -381,6 +382,7 @@ class LeaseService:
             if self.leading:
                 self._queue.put_nowait(("deploy", lease_id))
         self._publish()
+        return versions
 
     # -- withdrawals ------------------------------------------------------------------------------
     @staticmethod
@@ -665,7 +667,3 @@ class LeaseService:
         for rec in self.records.values():
             counts[rec.state] = counts.get(rec.state, 0) + 1
         return counts
-
-
-async def _nothing() -> None:
-    return None

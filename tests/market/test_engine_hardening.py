@@ -359,7 +359,7 @@ def test_a_refusal_is_not_retried_forever(chain_proc: ChainProcess, tmp_path: Pa
         won = Event(
             5, 0, "lease_created", {"lease": {"owner": "gp1t", "dseq": 1, "gseq": 1, "oseq": 1, "provider": engine.me}}
         )
-        await asyncio.wait_for(engine._run_event(won, None), 30)
+        await asyncio.wait_for(engine._run_event(won), 30)
         assert counter(engine.metrics.events_failed, reason="refused") == 1
         assert counter(engine.metrics.events_retried) == 0
         await prov.aclose()
