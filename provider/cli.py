@@ -248,8 +248,12 @@ def _cmd_chain_serve(args: argparse.Namespace) -> int:
     from provider.app import serve_mock_chain
     from provider.chain.mock.state import ChainParams
 
-    if args.host not in ("127.0.0.1", "localhost", "::1"):
-        raise _UsageError("the mock chain serves on loopback only (--host 127.0.0.1)")
+    if args.host not in ("127.0.0.1", "localhost", "::1") and not args.expose:
+        raise _UsageError(
+            f"--host {args.host} is not a loopback address: the mock chain is a test network (anyone who reaches "
+            "it may use its faucet), so it serves on loopback unless --expose says to serve on another address "
+            "(a dev cluster node's bridge, or a pod's own network)"
+        )
     params = ChainParams(
         bid_timeout_blocks=args.bid_timeout_blocks,
         order_timeout_blocks=args.order_timeout_blocks,
@@ -266,7 +270,10 @@ def _add_chain(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     serve.add_argument(
         "--db", default="~/.local/state/gpu-provider/mock-chain.sqlite", help="SQLite state file (kept across restarts)"
     )
-    serve.add_argument("--host", default="127.0.0.1", help="loopback address to listen on (default 127.0.0.1)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument(
+        "--expose", action="store_true", help="allow a non-loopback --host (pods of a dev cluster, a pod's network)"
+    )
     serve.add_argument("--port", type=_port, default=26680, help="TCP port (default 26680)")
     serve.add_argument(
         "--block-interval",

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # The Debian packages the dev cluster's real node runs with (runc for containers; nftables, iptables,
-# ipset and conntrack for kube-proxy and the NetworkPolicy controller; busybox-static for test images).
+# ipset and conntrack for kube-proxy and the NetworkPolicy controller; busybox-static for test images;
+# socat relays pods' API requests to the loopback API server).
 # Installs what is missing when run as root; otherwise says what to install.
 set -euo pipefail
 need=()
 for pair in runc:/usr/sbin/runc nftables:/usr/sbin/nft iptables:/usr/sbin/iptables ipset:/usr/sbin/ipset \
-            conntrack:/usr/sbin/conntrack iproute2:/usr/sbin/ip busybox-static:/bin/busybox; do
+            conntrack:/usr/sbin/conntrack iproute2:/usr/sbin/ip busybox-static:/bin/busybox \
+            socat:/usr/bin/socat; do
   [ -x "${pair#*:}" ] || need+=("${pair%%:*}")
 done
 [ "${#need[@]}" -eq 0 ] && exit 0

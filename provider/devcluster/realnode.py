@@ -53,7 +53,18 @@ CLUSTER_CIDR = "10.244.0.0/16"
 RUNC = Path("/usr/sbin/runc")
 PAUSE_TAG = "pause:3.10"
 DEFAULT_GPUS = "h200:2"
-COMPONENTS = ("registry", "containerd", "kubelet", "fakegpu", "kube-proxy", "coredns", "netpol", "traefik")
+COMPONENTS = (
+    "registry",
+    "containerd",
+    "kubelet",
+    "fakegpu",
+    "kube-proxy",
+    "apiserver-proxy",
+    "coredns",
+    "netpol",
+    "traefik",
+)
+SOCAT = Path("/usr/bin/socat")
 SYSTEM = "kube-system"
 
 
@@ -113,11 +124,11 @@ class RealNode:
         if os.geteuid() != 0:
             raise DevClusterError("--real-node needs root (it runs kubelet, containerd and kube-proxy)")
         missing = [t for t in ("nft", "ip", "ipset", "iptables", "umount") if shutil.which(t) is None]
-        missing += [str(p) for p in (RUNC, BUSYBOX) if not p.is_file()]
+        missing += [str(p) for p in (RUNC, BUSYBOX, SOCAT) if not p.is_file()]
         if missing:
             raise DevClusterError(
                 f"--real-node needs {', '.join(missing)}: run hack/devcluster/host-packages.sh (Debian packages "
-                "runc nftables iptables ipset conntrack iproute2 busybox-static)"
+                "runc nftables iptables ipset conntrack iproute2 busybox-static socat)"
             )
         if not cgroup_hierarchies():
             raise DevClusterError("--real-node needs cgroups mounted under /sys/fs/cgroup")
@@ -159,7 +170,7 @@ class RealNode:
         name = f"real-{self.model}-0"
         ports = {k: procs.free_port() for k in ("registry", "kubelet", "kubelet-healthz", "proxy-healthz",
                                                   "proxy-metrics", "dns-health", "dns-ready", "netpol-metrics",
-                                                  "ingress", "ingress-admin")}  # fmt: skip
+                                                  "ingress", "ingress-admin", "apiserver")}  # fmt: skip
         state.ports.update({f"node-{k}": v for k, v in ports.items()})
         state.real_node = {"name": name}  # from here on, `down` undoes the node
         self.cluster.save(state)
@@ -175,6 +186,7 @@ class RealNode:
         self._start_kubelet(state, bin_dir, name, ports, timeout)
         self._start_fakegpu(state, bin_dir, name, timeout)
         self._start_proxy(state, bin_dir, name, ports)
+        self._publish_api(state, ports["apiserver"])
         self._start_coredns(state, bin_dir, ports)
         self._start_netpol(state, bin_dir, name, ports)
         self._start_traefik(state, bin_dir, ports)
@@ -467,6 +479,42 @@ disabled_plugins = ["io.containerd.nri.v1.nri", "io.containerd.tracing.processor
         (self.dir / "kube-proxy.yaml").write_text(json.dumps(config, indent=2))
         self.cluster.start(
             state, "kube-proxy", [str(bin_dir / "kube-proxy"), f"--config={self.dir / 'kube-proxy.yaml'}", "--v=1"]
+        )
+
+    def _publish_api(self, state: State, port: int) -> None:
+        """Make the ``kubernetes`` Service (10.96.0.1:443) reach the API server from pods, as on any
+        cluster. The API server listens on loopback only, which no pod can reach, so a socat forwarder on
+        the node's address relays to it (TLS passes through: pods see the API server's own certificate,
+        whose names include 10.96.0.1 and kubernetes.default.svc), and the Service's endpoints name that
+        forwarder. The API server does not publish them itself (``--endpoint-reconciler-type=none``: it
+        would advertise its loopback address)."""
+        target = f"127.0.0.1:{state.ports['apiserver']}"
+        self.cluster.start(
+            state,
+            "apiserver-proxy",
+            [str(SOCAT), f"TCP-LISTEN:{port},bind={NODE_IP},reuseaddr,fork", f"TCP:{target}"],
+        )
+        self.cluster.wait(lambda: answers(port, NODE_IP), 30, "the API forwarder to listen", "apiserver-proxy")
+        labels = {"kubernetes.io/service-name": "kubernetes", "endpointslice.kubernetes.io/managed-by": "devcluster"}
+        self.cluster.ensure(
+            "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices",
+            {
+                "apiVersion": "discovery.k8s.io/v1",
+                "kind": "EndpointSlice",
+                "metadata": {"name": "kubernetes", "labels": labels},
+                "addressType": "IPv4",
+                "endpoints": [{"addresses": [NODE_IP], "conditions": {"ready": True}}],
+                "ports": [{"name": "https", "port": port, "protocol": "TCP"}],
+            },
+        )
+        self.cluster.ensure(  # the legacy Endpoints too (some clients read them); not mirrored again
+            "/api/v1/namespaces/default/endpoints",
+            {
+                "apiVersion": "v1",
+                "kind": "Endpoints",
+                "metadata": {"name": "kubernetes", "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
+                "subsets": [{"addresses": [{"ip": NODE_IP}], "ports": [{"name": "https", "port": port}]}],
+            },
         )
 
     def _start_coredns(self, state: State, bin_dir: Path, ports: dict[str, int]) -> None:

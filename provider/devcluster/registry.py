@@ -30,10 +30,10 @@ BUSYBOX_APPLETS = (
 )  # fmt: skip
 
 
-def answers(port: int) -> bool:
+def answers(port: int, host: str = "127.0.0.1") -> bool:
     with socket.socket() as s:
         s.settimeout(1)
-        return s.connect_ex(("127.0.0.1", port)) == 0
+        return s.connect_ex((host, port)) == 0
 
 
 def layer_from_dir(rootfs: Path) -> bytes:

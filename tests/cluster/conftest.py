@@ -15,6 +15,9 @@ import pytest
 from kubernetes import client, config
 
 from provider.devcluster import DevCluster, DevClusterError
+from provider.devcluster.cluster import MARKER
+from provider.devcluster.image import ImageBuilder
+from tests.conftest import REPO
 
 OPT_IN = "GPU_PROVIDER_TESTS_USE_KUBECONFIG"  # =1: run against the cluster KUBECONFIG names (it must be disposable)
 
@@ -27,7 +30,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture(scope="session")
 def devcluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevCluster | None]:
-    """The session's dev cluster, with a real node; None when KUBECONFIG names another cluster."""
+    """The session's dev cluster, with a real node; with KUBECONFIG (and the opt-in), that cluster: a dev
+    cluster of ours when it is one (left running afterwards), else None."""
     named = os.environ.get("KUBECONFIG")
     if named:
         # these tests create and delete Nodes: never against a cluster this session did not create
@@ -38,7 +42,9 @@ def devcluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevCluster 
                 "if that cluster is disposable.",
                 pytrace=False,
             )
-        yield None
+        ours = Path(named).parent
+        # a dev cluster started by hand (gpu-provider devcluster up --state-dir DIR): its tools and logs too
+        yield DevCluster(ours) if (ours / MARKER).is_file() else None
         return
     cluster = DevCluster(tmp_path_factory.mktemp("devcluster") / "state")
     try:
@@ -86,3 +92,14 @@ def namespace(api: client.ApiClient) -> Iterator[str]:
         yield name
     finally:
         core.delete_namespace(name)
+
+
+@pytest.fixture(scope="session")
+def builder() -> ImageBuilder:
+    return ImageBuilder(REPO)
+
+
+@pytest.fixture(scope="session")
+def provider_image(builder: ImageBuilder) -> str:
+    """The provider's image, built once per session from the real Dockerfile (buildah, no Docker)."""
+    return builder.build("test")

@@ -22,16 +22,6 @@ pytestmark = pytest.mark.cluster
 EXAMPLE = "/opt/gpu-provider/lib/python3.11/site-packages/sdl/examples/llm-inference.yaml"
 
 
-@pytest.fixture(scope="session")
-def builder() -> ImageBuilder:
-    return ImageBuilder(REPO)
-
-
-@pytest.fixture(scope="session")
-def provider_image(builder: ImageBuilder) -> str:
-    return builder.build("test")
-
-
 def test_the_dockerfile_lints_clean() -> None:
     done = subprocess.run(
         [str(REPO / ".venv" / "bin" / "hadolint"), "--failure-threshold", "info", str(REPO / "Dockerfile")],

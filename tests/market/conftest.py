@@ -46,18 +46,21 @@ class ChainProcess:
     block_interval: float
     bid_timeout_blocks: int = 50
     order_timeout_blocks: int = 0
+    host: str = "127.0.0.1"  # another address (a dev cluster node's bridge) is served with --expose
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     def start(self) -> None:
         cmd = [
             sys.executable, "-m", "provider.cli", "chain", "serve", "--db", str(self.db), "--port", str(self.port),
             "--block-interval", str(self.block_interval), "--bid-timeout-blocks", str(self.bid_timeout_blocks),
-            "--order-timeout-blocks", str(self.order_timeout_blocks),
+            "--order-timeout-blocks", str(self.order_timeout_blocks), "--host", self.host,
         ]  # fmt: skip
+        if self.host != "127.0.0.1":
+            cmd.append("--expose")
         with open(self.db.with_suffix(".log"), "ab") as log:  # never a pipe nobody reads: it would fill and block
             self.proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 30

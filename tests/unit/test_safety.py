@@ -147,6 +147,13 @@ def test_bad_numbers_are_usage_errors_not_tracebacks(argv: list[str]) -> None:
     assert "Traceback" not in result.stderr and "error:" in result.stderr
 
 
+def test_the_mock_chain_serves_a_non_loopback_address_only_when_told(tmp_path: Path) -> None:
+    argv = [sys.executable, "-m", "provider.cli", "chain", "serve", "--db", str(tmp_path / "c.db"), "--host", "0.0.0.0"]
+    result = subprocess.run(argv, capture_output=True, text=True, cwd=REPO, timeout=60, check=False)
+    assert result.returncode == 2 and "--expose" in result.stderr and "faucet" in result.stderr, result.stderr
+    assert not (tmp_path / "c.db").exists()  # refused before anything was made
+
+
 def test_inventory_reads_kubeconfig_like_kubectl(tmp_path: Path) -> None:
     env = {**os.environ, "KUBECONFIG": str(tmp_path / "missing.kubeconfig")}
     result = subprocess.run(
