@@ -35,7 +35,7 @@ lint: $(STAMP)
 test: lint
 	bash hack/devcluster/host-packages.sh
 	bash hack/devcluster/build.sh --real-node >/dev/null
-	$(BIN)/python -m pytest
+	bash hack/test.sh $(BIN)/python
 
 devcluster: $(STAMP)
 	$(BIN)/gpu-provider devcluster up

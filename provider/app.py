@@ -63,12 +63,13 @@ async def run(config: Config, registry: CollectorRegistry | None = None) -> None
         inventory = StaticInventory(nodes_from_config(config.inventory.static), reservations)
     else:
         kubeconfig = str(config.inventory.kubeconfig) if config.inventory.kubeconfig else None
-        kube = Kube(kubeconfig)
+        catalogue = config.inventory.catalogue()
+        kube = Kube(kubeconfig, catalogue)
         inventory = ClusterInventory(kube, reservations)
         d = config.deploy
         leases = LeaseService(
             chain,
-            Deployer(kube, d.settings(), d.namespace),
+            Deployer(kube, d.settings(), d.namespace, catalogue),
             LeaseMetrics(registry),
             LeaseSettings(
                 d.manifest_timeout_blocks,

@@ -197,7 +197,7 @@ def _cmd_agent(args: argparse.Namespace) -> int:
     import logging
     import time
 
-    from provider.config import kubeconfig_from_env, node_name_from_env
+    from provider.config import kubeconfig_from_env, load, node_name_from_env
     from provider.inventory.agent import Agent
     from provider.inventory.nvml import Probe
     from provider.kube import Kube
@@ -207,7 +207,8 @@ def _cmd_agent(args: argparse.Namespace) -> int:
     node = args.node_name or node_name_from_env()
     if not node:
         raise _UsageError("no node name: pass --node-name or set NODE_NAME (the DaemonSet sets it from spec.nodeName)")
-    probe = Probe()
+    catalogue = load(Path(args.config)).inventory.catalogue() if args.config else None
+    probe = Probe(catalogue) if catalogue is not None else Probe()
     try:
         agent = Agent(probe, Kube(args.kubeconfig or kubeconfig_from_env()), node)
         while True:
@@ -233,6 +234,9 @@ def _add_inventory(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     inv.set_defaults(func=_cmd_inventory)
     agent = sub.add_parser("agent", help="node agent: publish this node's NVML GPU facts on its Node object")
     agent.add_argument("--node-name", help="this node's name (default: $NODE_NAME)")
+    agent.add_argument(
+        "--config", help="the provider's config file: its inventory.gpu_models name GPUs the built-in table lacks"
+    )
     agent.add_argument(
         "--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, then ~/.kube/config, then in-cluster credentials)"
     )

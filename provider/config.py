@@ -29,6 +29,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from provider.bidding.pricing import LinearPricing
 from provider.errors import ConfigError
+from provider.inventory.models import DEFAULT_CATALOGUE, Catalogue, ModelEntry
 from provider.inventory.reservations import DEFAULT_HOLD_BLOCKS
 from provider.money import Dec, MoneyError
 
@@ -198,10 +199,26 @@ class StaticNode(_Section):
     count: int = Field(1, ge=1, le=100_000)
 
 
+class GpuModel(_Section):
+    key: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]*$", max_length=64)  # the model as tenants write it in SDL
+    ram_gib: int = Field(ge=1, le=4096)  # the memory it is sold by (nominal GiB: 80 for an H100 80GB)
+    interface: Literal["sxm", "pcie"] = "pcie"
+    pci_device_ids: list[Annotated[int, Field(ge=0, le=0xFFFF)]] = Field(default_factory=list)  # NVML's, e.g. 0x2330
+    names: list[str] = Field(default_factory=list)  # NVML names (GFD's gpu.product is the name with "-" for " ")
+
+    def entry(self) -> ModelEntry:
+        return ModelEntry(self.key, self.ram_gib, self.interface, tuple(self.pci_device_ids), tuple(self.names))
+
+
 class InventorySection(_Section):
     kubeconfig: FilePath | None = None  # None: $KUBECONFIG, ~/.kube/config, then in-cluster credentials
     storage_capacity: dict[str, Size] = Field(default_factory=dict)  # persistent storage offered per class
     static: list[StaticNode] = Field(default_factory=list)  # fixed nodes instead of Kubernetes (demo, tests)
+    gpu_models: list[GpuModel] = Field(default_factory=list)  # GPU models beyond the built-in table; these win
+
+    def catalogue(self) -> Catalogue:
+        """The built-in GPU model table plus the operator's entries (docs/operator/gpu-models.md)."""
+        return DEFAULT_CATALOGUE.extended(m.entry() for m in self.gpu_models) if self.gpu_models else DEFAULT_CATALOGUE
 
 
 class ApiSection(_Section):

@@ -13,9 +13,11 @@ like any image.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -72,6 +74,7 @@ class ImageBuilder:
         self.cache = cache
         self.storage = cache / "storage"
         self.runroot = cache / "run"
+        self.used_layers: set[str] = set()  # the images the last build made or reused (its layer cache)
 
     def _run(self, *args: str, timeout: float = 1800) -> subprocess.CompletedProcess[str]:
         argv = ["buildah", "--storage-driver", "vfs", "--root", str(self.storage), "--runroot", str(self.runroot)]
@@ -153,9 +156,26 @@ class ImageBuilder:
         bundle = ca_bundle()
         if bundle is not None:
             args += ["--secret", f"id=ca-bundle,src={bundle}"]
-        self.buildah(*args, str(self.repo))
+        self.cache.mkdir(parents=True, exist_ok=True)
+        with open(self.cache / "build.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # one build at a time in this storage: the clean-up below is safe
+            self._run("rm", "--all", timeout=300)  # working containers an interrupted build left behind
+            out = self.buildah(*args, str(self.repo))
+            self.used_layers = set(re.findall(r"--> (?:Using cache )?([0-9a-f]{12,64})", out))
+            self._prune(self.used_layers)
         _say(f"built {name} in {time.monotonic() - started:.0f}s")
         return name
+
+    def dangling(self) -> list[str]:
+        return self._run("images", "--filter", "dangling=true", "--format", "{{.ID}}", timeout=300).stdout.split()
+
+    def _prune(self, used: set[str]) -> None:
+        """Remove unnamed images this build did not use (older builds' stages and layers). With vfs storage
+        every layer is a full copy of the root file system, so without this the cache grows by about
+        700 MB a build; the layers this build used stay, so the next build of the same lock reuses them."""
+        stale = [i for i in self.dangling() if not any(u.startswith(i) or i.startswith(u) for u in used)]
+        if stale:
+            self._run("rmi", *stale, timeout=600)
 
     def inspect(self, image: str) -> dict[str, Any]:
         found: dict[str, Any] = json.loads(self.buildah("inspect", "--type", "image", image))

@@ -156,7 +156,7 @@ class Catalogue:
 
     def from_product_label(self, product: str, memory_mib: int = 0) -> Identified:
         """GFD's gpu.product label is the NVML name with spaces turned into '-'."""
-        for entry in self.entries:
+        for entry in reversed(self.entries):  # the operator's entries come last and win
             for n in entry.names:
                 if n.replace(" ", "-").lower() == product.lower():
                     return Identified(entry.key, entry.ram_class, entry.interface, True)

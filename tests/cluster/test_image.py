@@ -58,6 +58,15 @@ def test_the_image_is_non_root_labelled_and_carries_no_nvml(builder: ImageBuilde
     assert "provider" in found.split() and "setuptools" not in found  # build tools stayed in the build stage
 
 
+def test_a_build_keeps_only_its_own_layers(builder: ImageBuilder, provider_image: str) -> None:
+    """vfs storage copies the whole root file system per layer: older builds' layers and the containers of
+    interrupted builds are removed after each build, and the layers this one used are kept as its cache."""
+    assert builder.used_layers, "the build output named no layers"
+    for image in builder.dangling():
+        assert any(u.startswith(image) or image.startswith(u) for u in builder.used_layers), image
+    assert builder.buildah("containers", "--quiet") == ""
+
+
 @pytest.fixture
 def namespace_on_node(api: client.ApiClient) -> Iterator[str]:
     core = client.CoreV1Api(api)

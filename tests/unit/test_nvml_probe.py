@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import logging
+import re
+from pathlib import Path
 
 import pytest
 
-from provider.inventory.models import Catalogue, ModelEntry
+from provider.config import load
+from provider.errors import ConfigError
+from provider.inventory.models import DEFAULT_CATALOGUE, Catalogue, ModelEntry
 from provider.inventory.nvml import Probe
 from tests.unit.fake_nvml import H100, H200, NO_DRIVER, FakeNvml
 
@@ -113,3 +117,38 @@ def test_mig_profile_names_are_derived_when_the_driver_gives_none() -> None:
             entry["ok"].pop("name")
     (gpu,) = Probe(lib=lib).read().gpus
     assert gpu.mig_profiles == ("1g.10gb", "2g.20gb", "3g.40gb", "4g.40gb", "7g.80gb")
+
+
+def test_the_operators_gpu_model_table_names_the_gpu_and_wins_over_the_built_in_one(tmp_path: Path) -> None:
+    config = tmp_path / "provider.yaml"
+    config.write_text(
+        """
+inventory:
+  gpu_models:
+    - {key: h200-nvl-lab, ram_gib: 141, interface: pcie, pci_device_ids: [0x2335]}
+    - {key: b300, ram_gib: 288, interface: sxm, names: [NVIDIA B300 SXM6 AC]}
+"""
+    )
+    catalogue = load(config).inventory.catalogue()
+    (gpu,) = Probe(catalogue, lib=FakeNvml.load(H200)).read().gpus  # matched by its PCI device id
+    assert (gpu.model, gpu.ram_class, gpu.interface) == ("h200-nvl-lab", "141Gi", "pcie")
+    # GFD's product label (the NVML name with "-") finds the operator's entry too, and it wins
+    assert catalogue.from_product_label("NVIDIA-B300-SXM6-AC").model == "b300"
+    assert DEFAULT_CATALOGUE.from_product_label("NVIDIA-B300-SXM6-AC").known is False
+    assert catalogue.from_product_label("NVIDIA-H100-80GB-HBM3").model == "h100"  # the rest is unchanged
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ("{key: H100 Lab, ram_gib: 80}", "inventory.gpu_models.0.key"),
+        ("{key: x1, ram_gib: 0}", "inventory.gpu_models.0.ram_gib"),
+        ("{key: x1, ram_gib: 80, interface: nvlink}", "inventory.gpu_models.0.interface"),
+        ("{key: x1, ram_gib: 80, pci_device_ids: [0x12345]}", "inventory.gpu_models.0.pci_device_ids"),
+    ],
+)
+def test_a_bad_gpu_model_entry_names_its_key(entry: str, message: str, tmp_path: Path) -> None:
+    config = tmp_path / "provider.yaml"
+    config.write_text(f"inventory:\n  gpu_models:\n    - {entry}\n")
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load(config)
