@@ -161,7 +161,7 @@ class ImageBuilder:
             fcntl.flock(lock, fcntl.LOCK_EX)  # one build at a time in this storage: the clean-up below is safe
             self._run("rm", "--all", timeout=300)  # working containers an interrupted build left behind
             out = self.buildah(*args, str(self.repo))
-            self.used_layers = set(re.findall(r"--> (?:Using cache )?([0-9a-f]{12,64})", out))
+            self.used_layers = set(re.findall(r"--> (?:Using cache )?([0-9a-f]{11,64})", out))
             self._prune(self.used_layers)
         _say(f"built {name} in {time.monotonic() - started:.0f}s")
         return name
