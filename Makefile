@@ -34,7 +34,8 @@ lint: $(STAMP)
 # components built here once from hack/devcluster, then cached by pin hash).
 test: lint
 	bash hack/devcluster/host-packages.sh
-	bash hack/devcluster/build.sh --real-node >/dev/null
+	bash hack/devcluster/build.sh --real-node >/dev/null & dc=$$!; bash hack/akash-devnet/build.sh >/dev/null; ak=$$?; \
+	  wait $$dc && [ $$ak -eq 0 ]
 	bash hack/test.sh $(BIN)/python
 
 devcluster: $(STAMP)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Every test, in two pytest sessions at once: the cluster tests (they share one dev cluster with the
 # host's one real node, and mostly wait on it) in the foreground with their progress shown, and the
-# unit, SDL and market tests beside them, their output kept in .test-logs/other.log and shown at the end.
+# unit, SDL, market and Akash devnet tests beside them, their output kept in .test-logs/other.log and shown at the end.
 # Exits non-zero when either session fails. Extra arguments go to both pytest runs.
 #   usage: hack/test.sh PYTHON [PYTEST ARGS...]
 set -uo pipefail
@@ -14,7 +14,7 @@ start=$(date +%s)
 
 "$python" -m pytest -m "not cluster" -p no:cacheprovider "$@" >"$other_log" 2>&1 &
 other=$!
-echo "test: unit, SDL and market tests running beside the cluster tests (output: $other_log)"
+echo "test: unit, SDL, market and Akash devnet tests running beside the cluster tests (output: $other_log)"
 
 "$python" -m pytest -m cluster "$@"
 cluster_rc=$?
@@ -22,7 +22,7 @@ cluster_rc=$?
 wait "$other"
 other_rc=$?
 echo
-echo "=== unit, SDL and market tests ($other_log) ==="
+echo "=== unit, SDL, market and Akash devnet tests ($other_log) ==="
 # the summary: everything from pytest's "short test summary" or failure sections on, else the last lines
 if grep -qE "^=+ (FAILURES|ERRORS|short test summary)" "$other_log"; then
   sed -n '/^=* \(FAILURES\|ERRORS\|short test summary\)/,$p' "$other_log"

@@ -156,6 +156,44 @@ def _add_devcluster(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.set_defaults(func=_cmd_devcluster)
 
 
+def _cmd_akash_devnet(args: argparse.Namespace) -> int:
+    import time
+
+    from provider.devcluster.akash import DEFAULT_STATE, AkashDevnet
+
+    devnet = AkashDevnet(Path(args.state_dir) if args.state_dir else DEFAULT_STATE)
+    if args.devnet_command == "up":
+        started = time.monotonic()
+        devnet.up(timeout=args.timeout, progress=True)
+        print(json.dumps(devnet.status(), indent=2))
+        print(f"akash-devnet: ready in {time.monotonic() - started:.1f}s", file=sys.stderr)
+        return EXIT_OK
+    if args.devnet_command == "down":
+        devnet.down()
+        return EXIT_OK
+    status = devnet.status()
+    print(json.dumps(status, indent=2))
+    return EXIT_OK if status["running"] else 1
+
+
+def _add_akash_devnet(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "akash-devnet", help="a local Akash devnet: Akash's own node built from source, one validator on loopback"
+    )
+    s = p.add_subparsers(dest="devnet_command", required=True, metavar="COMMAND")
+    up = s.add_parser("up", help="build the node (once), start a fresh devnet; prints its endpoints and keys")
+    up.add_argument("--timeout", type=_seconds, default=180.0, metavar="SECONDS", help="how long to wait for readiness")
+    s.add_parser("down", help="stop the node and remove the devnet's state")
+    s.add_parser("status", help="height, endpoints and keys (exit 1 when not running)")
+    for cmd in s.choices.values():
+        cmd.add_argument(
+            "--state-dir",
+            metavar="DIR",
+            help="where the devnet keeps its state (default: ~/.cache/gpu-provider/akash-devnet/state)",
+        )
+    p.set_defaults(func=_cmd_akash_devnet)
+
+
 def _cmd_inventory(args: argparse.Namespace) -> int:
     from provider.config import kubeconfig_from_env
     from provider.inventory.reservations import Reservations
@@ -572,6 +610,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_sdl(sub)
     _add_devcluster(sub)
+    _add_akash_devnet(sub)
     _add_inventory(sub)
     _add_chain(sub)
     _add_tenant(sub)

@@ -116,6 +116,14 @@ class Install:
         done = helm(self.cluster, *args, "-n", self.namespace, "--kubeconfig", str(self.cluster.kubeconfig))
         assert done.returncode == 0, done.stdout + done.stderr
 
+    def charts(self) -> list[str]:
+        """The chart (name-version) of each release in the namespace, as `helm list` says."""
+        done = helm(
+            self.cluster, "list", "-n", self.namespace, "-o", "json", "--kubeconfig", str(self.cluster.kubeconfig)
+        )
+        assert done.returncode == 0, done.stderr
+        return [r["chart"] for r in json.loads(done.stdout)]
+
     def pods(self, component: str = "provider") -> list[Any]:
         selector = f"app.kubernetes.io/instance={self.release},app.kubernetes.io/component={component}"
         items: list[Any] = self.core.list_namespaced_pod(self.namespace, label_selector=selector).items
@@ -286,19 +294,7 @@ def _bid_transactions(inst: Install) -> int:
 def test_the_previous_chart_installs_and_runs_on_the_real_node(install: Install, real_node: dict[str, Any]) -> None:
     version, chart = previous_chart(install.dir)
     install.helm("install", install.release, str(chart), "-f", str(install.values), "--wait", "--timeout", "5m")
-    releases = json.loads(
-        helm(
-            install.cluster,
-            "list",
-            "-n",
-            install.namespace,
-            "-o",
-            "json",
-            "--kubeconfig",
-            str(install.cluster.kubeconfig),
-        ).stdout
-    )
-    assert [r["chart"] for r in releases] == [f"gpu-provider-{version}"]
+    assert install.charts() == [f"gpu-provider-{version}"]
     pods = install.pods()
     assert len(pods) == 2 and {p.spec.node_name for p in pods} == {real_node["name"]}
     assert all(p.status.phase == "Running" for p in pods)
@@ -485,20 +481,8 @@ def test_helm_upgrade_to_this_chart_with_new_pricing_keeps_the_leases(install: I
         "--timeout",
         "5m",
     )
-    releases = json.loads(
-        helm(
-            install.cluster,
-            "list",
-            "-n",
-            install.namespace,
-            "-o",
-            "json",
-            "--kubeconfig",
-            str(install.cluster.kubeconfig),
-        ).stdout
-    )
     current = yaml.safe_load((CHART / "Chart.yaml").read_text())["version"]
-    assert [r["chart"] for r in releases] == [f"gpu-provider-{current}"]
+    assert install.charts() == [f"gpu-provider-{current}"]
     after = install.pods()
     assert len(after) == 2 and not before & {p.metadata.uid for p in after}  # both replicas replaced
     assert all(p.metadata.labels.get("example.com/team") == "gpu" for p in after)
