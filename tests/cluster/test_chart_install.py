@@ -250,15 +250,23 @@ def install(
     try:
         yield inst
     finally:
-        helm(devcluster, "uninstall", release, "-n", namespace, "--kubeconfig", str(devcluster.kubeconfig), "--wait")
-        if inst.tenant is not None:
-            run(inst.tenant.aclose())
-        chain.stop()
-        for lease in inst.leases:
-            with contextlib.suppress(ApiException):
-                core.delete_namespace(namespace_for(BidId.parse(lease)))
-        core.delete_namespace(namespace)
-        RUNNER.close()
+        chain.stop()  # first: a failing step below must not leave the chain process behind
+        with contextlib.ExitStack() as cleanup:  # every step runs, whichever of them fails
+            cleanup.callback(RUNNER.close)
+            cleanup.callback(core.delete_namespace, namespace)
+            for lease in inst.leases:
+                cleanup.callback(_delete_namespace, core, namespace_for(BidId.parse(lease)))
+            if inst.tenant is not None:
+                cleanup.callback(run, inst.tenant.aclose())
+            kubeconfig = str(devcluster.kubeconfig)
+            cleanup.callback(
+                helm, devcluster, "uninstall", release, "-n", namespace, "--kubeconfig", kubeconfig, "--wait"
+            )
+
+
+def _delete_namespace(core: client.CoreV1Api, name: str) -> None:
+    with contextlib.suppress(ApiException):  # a lease's namespace may be gone already
+        core.delete_namespace(name)
 
 
 def _kill_process_of(pod: Any) -> int:
