@@ -37,6 +37,7 @@ from bip_utils import Bech32Encoder
 from provider.devcluster import procs
 from provider.devcluster.build import REPO
 from provider.devcluster.errors import DevClusterError
+from provider.files import write_private
 
 BUILD_SCRIPT = REPO / "hack" / "akash-devnet" / "build.sh"
 DEFAULT_STATE = Path.home() / ".cache" / "gpu-provider" / "akash-devnet" / "state"
@@ -106,9 +107,7 @@ class AkashDevnet:
 
     def _save(self, state: DevnetState) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.state_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(state), indent=2))
-        tmp.replace(self.state_file)
+        write_private(self.state_file, json.dumps(asdict(state), indent=2).encode())
 
     def running(self, state: DevnetState | None = None) -> bool:
         state = state or self.load()

@@ -63,9 +63,7 @@ class DevCluster:
 
     def save(self, state: State) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.state_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(state), indent=2))
-        tmp.replace(self.state_file)
+        write_private(self.state_file, json.dumps(asdict(state), indent=2).encode())
 
     # api --------------------------------------------------------------------------------------
     def _ssl(self) -> ssl.SSLContext:

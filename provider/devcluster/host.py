@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from provider.devcluster.errors import DevClusterError
+from provider.files import write_private
 
 
 def run(argv: list[str], check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -67,9 +68,7 @@ class Ledger:
             raise DevClusterError(f"{path} cannot be read ({e}); undo the real node's host changes by hand") from e
 
     def save(self, path: Path) -> None:
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(self), indent=2))
-        tmp.replace(path)
+        write_private(path, json.dumps(asdict(self), indent=2).encode())
 
 
 class Host:

@@ -363,9 +363,9 @@ def host_snapshot() -> dict[str, Any]:
         str(p) for p in Path("/sys/fs/cgroup").glob("kubepods*")
     )
     return {
-        # the dev cluster's binaries (its build cache), not other tools of ours running meanwhile (the Akash
-        # devnet's node runs from ~/.cache/gpu-provider/akash while the other test session uses it)
-        "processes": sorted(e for e in exes if "/gpu-provider/devcluster/" in e or "devcluster" in Path(e).name),
+        # the dev cluster's processes (its build cache, its state trees), not other tools of ours running
+        # meanwhile (the Akash devnet's node runs from ~/.cache/gpu-provider/akash in the other test session)
+        "processes": sorted(e for e in exes if "devcluster" in e),
         "mounts": mounts,
         "links": [line.split(":")[1].strip().split("@")[0] for line in lines(["ip", "-o", "link"])],
         "nft": lines(["nft", "list", "ruleset"]),
