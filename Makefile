@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run demo test lint devcluster bench clean
+.PHONY: run demo test lint devcluster bench clean proto
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -12,18 +12,22 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# The Akash adapter's protobuf types, generated from the vendored .proto files (cached by input hash).
+proto: $(STAMP)
+	$(BIN)/python hack/akash-proto/generate.py
+
 # The main job on the embedded defaults: the provider daemon following the mock chain, selling the
 # dev cluster's simulated GPUs (see hack/run-local.sh).
-run: $(STAMP)
+run: proto
 	$(BIN)/gpu-provider sdl check sdl/examples/llm-inference.yaml
 	bash hack/run-local.sh
 
 # The whole flow, narrated: a tenant deploys sdl/examples/llm-inference.yaml on the dev cluster through
 # the mock chain and a real daemon, sees it ready, closes it and sees the escrow settled.
-demo: $(STAMP)
+demo: proto
 	$(BIN)/gpu-provider demo
 
-lint: $(STAMP)
+lint: proto
 	$(BIN)/ruff check provider sdl tests bench
 	$(BIN)/ruff format --check provider sdl tests bench
 	$(BIN)/mypy
@@ -38,10 +42,10 @@ test: lint
 	  wait $$dc && [ $$ak -eq 0 ]
 	bash hack/test.sh $(BIN)/python
 
-devcluster: $(STAMP)
+devcluster: proto
 	$(BIN)/gpu-provider devcluster up
 
-bench: $(STAMP)
+bench: proto
 	$(BIN)/python bench/sdl_parse.py
 	$(BIN)/python bench/devcluster.py
 	$(BIN)/python bench/realnode.py

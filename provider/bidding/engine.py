@@ -172,9 +172,14 @@ class BidEngine:
             self.profile = replace(self.profile, gpu_offers=offers)
 
     async def register(self) -> None:
-        """Publish our attributes, GPU capabilities included (capabilities/gpu/vendor/nvidia/model/<m>)."""
+        """Publish our attributes with the capabilities Akash's market checks a bid against: GPU models
+        (capabilities/gpu/vendor/nvidia/model/<m>[/ram/<r>[/interface/<i>]]) and persistent storage classes
+        (capabilities/storage/<n>/class and /persistent)."""
         await self.refresh_inventory(force=True)
         attrs = dict(self.config.attributes)
+        for n, storage_class in enumerate(sorted(self.config.storage_classes), start=1):
+            attrs[f"capabilities/storage/{n}/class"] = storage_class
+            attrs[f"capabilities/storage/{n}/persistent"] = "true"
         for offer in self.profile.gpu_offers:
             base = f"capabilities/gpu/vendor/nvidia/model/{offer.model}"
             attrs[base] = "true"

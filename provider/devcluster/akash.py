@@ -32,8 +32,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bip_utils import Bech32Encoder
-
+from provider.chain.akash.keys import bech32_address
 from provider.devcluster import procs
 from provider.devcluster.build import REPO
 from provider.devcluster.errors import DevClusterError
@@ -57,6 +56,7 @@ class DevnetState:
     bin_dir: str = ""
     ports: dict[str, int] = field(default_factory=dict)
     keys: dict[str, str] = field(default_factory=dict)  # name -> akash1... address
+    mnemonics: dict[str, str] = field(default_factory=dict)  # name -> BIP-39 words (test keys; file is 0600)
     chain_id: str = CHAIN_ID
 
     @property
@@ -87,7 +87,7 @@ def build_node(progress: bool = False) -> Path:
 
 def module_address(name: str) -> str:
     """A Cosmos module account's address: the first 20 bytes of sha256(name), bech32 with prefix akash."""
-    address: str = Bech32Encoder.Encode("akash", hashlib.sha256(name.encode()).digest()[:20])
+    address: str = bech32_address(hashlib.sha256(name.encode()).digest()[:20])
     return address
 
 
@@ -244,7 +244,9 @@ class AkashDevnet:
         )
         for name in KEYS:
             out = self.akash(state, "keys", "add", name, "--keyring-backend", "test", "--output", "json")
-            state.keys[name] = json.loads(out)["address"]
+            created = json.loads(out)
+            state.keys[name] = created["address"]
+            state.mnemonics[name] = created["mnemonic"]
             self.akash(state, "genesis", "add-account", state.keys[name], f"{ACCOUNT_UAKT}{DENOM}")
         self._save(state)
         self._edit_genesis(state)

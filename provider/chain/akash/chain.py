@@ -1,0 +1,294 @@
+"""The Akash adapter: the chain port (provider.chain.port) on a real Akash node.
+
+Reads go to the REST gateway and come back as the port's domain types (provider.chain.akash.convert).
+Writes are signed protobuf transactions (provider.chain.akash.client). The feed is read from block
+results, height by height: the cursor is ``height:index``, ``index`` being the event's position in
+its block (every transaction's events in order, then the block's own), so the same cursor always
+means the same place and a restart, a lost websocket or a node that was down resumes exactly where
+the engine stopped. The websocket (provider.chain.akash.blocks) only says when a new block exists.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+from provider.chain.akash import convert
+from provider.chain.akash.blocks import BlockWatcher
+from provider.chain.akash.client import AkashClient, GasSettings
+from provider.chain.akash.keys import AkashKey
+from provider.chain.akash.pb.akash.base.attributes.v1 import attribute_pb2
+from provider.chain.akash.pb.akash.base.deposit.v1 import deposit_pb2
+from provider.chain.akash.pb.akash.market.v1 import bid_pb2, lease_pb2, types_pb2
+from provider.chain.akash.pb.akash.market.v1beta5 import bidmsg_pb2, leasemsg_pb2
+from provider.chain.akash.pb.akash.provider.v1beta4 import msg_pb2 as provider_msg_pb2
+from provider.chain.akash.pb.akash.provider.v1beta4 import provider_pb2
+from provider.chain.akash.pb.cosmos.base.v1beta1 import coin_pb2
+from provider.chain.akash.tx import dec_coin
+from provider.chain.port import ChainError
+from provider.chain.types import (
+    Bid,
+    BidId,
+    ChainStatus,
+    Coin,
+    Deployment,
+    Event,
+    FeedPage,
+    Lease,
+    Order,
+    OrderId,
+    ProviderInfo,
+)
+from provider.money import ZERO, Dec
+
+log = logging.getLogger(__name__)
+
+MARKET = "/akash/market/v1beta5"
+END_OF_BLOCK = 2**31
+_COIN = re.compile(r"(\d+)([a-zA-Z][a-zA-Z0-9/:._-]*)")
+# Provider-side close reasons (MsgCloseBid accepts 10000..19999 only)
+CLOSE_REASONS = {
+    "unstable": types_pb2.lease_closed_reason_unstable,
+    "decommission": types_pb2.lease_closed_reason_decommission,
+    "manifest_timeout": types_pb2.lease_closed_reason_manifest_timeout,
+}
+
+
+def _parse_cursor(cursor: str) -> tuple[int, int]:
+    if not cursor:
+        return 0, END_OF_BLOCK
+    try:
+        height, index = cursor.split(":", 1)
+        return int(height), int(index)
+    except ValueError:
+        raise ChainError("bad_cursor", f"{cursor!r} is not an Akash feed cursor (height:index)", 400) from None
+
+
+class AkashChain:
+    """The chain port on Akash. ``max_blocks`` bounds how many blocks one ``events`` call reads."""
+
+    def __init__(
+        self,
+        rest: str,
+        rpc: str,
+        key: AkashKey | None = None,
+        chain_id: str = "",
+        gas: GasSettings | None = None,
+        max_blocks: int = 50,
+        timeout: float = 10.0,
+    ) -> None:
+        self.client = AkashClient(rest, rpc, key, chain_id, gas, timeout)
+        self.key = key
+        self.max_blocks = max_blocks
+        self.blocks = BlockWatcher(rpc, self._latest_height)
+        self._genesis = ""
+
+    @property
+    def address(self) -> str:
+        if self.key is None:
+            raise ChainError("no_key", "this Akash client has no signing key")
+        return self.key.address
+
+    async def aclose(self) -> None:
+        await self.blocks.aclose()
+        await self.client.aclose()
+
+    # -- status and feed -------------------------------------------------------------------------------
+    async def _latest_height(self) -> int:
+        return int((await self.client.rpc("status"))["sync_info"]["latest_block_height"])
+
+    async def status(self) -> ChainStatus:
+        result = await self.client.rpc("status")
+        chain_id = str(result["node_info"]["network"])
+        self.client.chain_id = self.client.chain_id or chain_id
+        if not self._genesis:  # the first block's hash names this chain's history (a reset changes it)
+            sync = result["sync_info"]
+            if str(sync.get("earliest_block_height")) == "1":
+                self._genesis = str(sync["earliest_block_hash"])
+            else:
+                self._genesis = f"{chain_id}@{sync.get('earliest_block_height')}"  # a pruned node
+        height = int(result["sync_info"]["latest_block_height"])
+        await self.blocks._seen(height)
+        return ChainStatus(chain_id, self._genesis, height)
+
+    async def block_events(self, height: int) -> list[Event]:
+        """The events of one block that the engine follows, each with its position in the block."""
+        result = await self.client.rpc("block_results", height=height)
+        raw: list[dict[str, Any]] = []
+        for tx_result in result.get("txs_results") or []:
+            raw += tx_result.get("events") or []
+        raw += result.get("finalize_block_events") or []
+        out = []
+        for index, e in enumerate(raw):
+            try:
+                found = convert.event(height, index, str(e.get("type", "")), e.get("attributes") or [])
+            except (KeyError, TypeError, ValueError) as err:
+                log.warning(
+                    "chain event not understood height=%d index=%d type=%s error=%r",
+                    height,
+                    index,
+                    e.get("type"),
+                    str(err),
+                )
+                continue
+            if found is not None:
+                out.append(found)
+        return out
+
+    async def events(self, after: str = "", limit: int = 500, wait: float = 0) -> FeedPage:
+        height, index = _parse_cursor(after)
+        tip = self.blocks.tip or await self._latest_height()
+        first = height if index < END_OF_BLOCK else height + 1
+        first = max(first, 1)
+        if tip < first and wait > 0:
+            tip = await self.blocks.wait_beyond(first - 1, wait)
+        if tip < first:
+            return FeedPage((), after, tip)
+        found: list[Event] = []
+        cursor = after
+        for h in range(first, min(tip, first + self.max_blocks - 1) + 1):
+            for event in await self.block_events(h):
+                if (event.height, event.index) > (height, index):
+                    found.append(event)
+                    if len(found) >= limit:
+                        return FeedPage(tuple(found), event.cursor, tip)
+            cursor = f"{h}:{END_OF_BLOCK}"
+            if found:
+                break
+        return FeedPage(tuple(found), cursor, tip)
+
+    # -- reads -------------------------------------------------------------------------------------------
+    async def order(self, oid: OrderId) -> Order | None:
+        found = await self.client.rest(
+            f"{MARKET}/orders/info",
+            {"id.owner": oid.owner, "id.dseq": oid.dseq, "id.gseq": oid.gseq, "id.oseq": oid.oseq},
+        )
+        return convert.order(found["order"]) if found else None
+
+    async def orders(
+        self, state: str | None = "open", owner: str | None = None, dseq: int | None = None
+    ) -> list[Order]:
+        rows = await self.client.rest_pages(
+            f"{MARKET}/orders/list", "orders", {"filters.state": state, "filters.owner": owner, "filters.dseq": dseq}
+        )
+        return [convert.order(r) for r in rows]
+
+    async def bid(self, bid_id: BidId) -> Bid | None:
+        o = bid_id.order
+        found = await self.client.rest(
+            f"{MARKET}/bids/info",
+            {
+                "id.owner": o.owner,
+                "id.dseq": o.dseq,
+                "id.gseq": o.gseq,
+                "id.oseq": o.oseq,
+                "id.provider": bid_id.provider,
+            },
+        )
+        return convert.bid(found) if found else None
+
+    async def bids(
+        self, provider: str | None = None, state: str | None = None, owner: str | None = None, dseq: int | None = None
+    ) -> list[Bid]:
+        filters = {"filters.provider": provider, "filters.state": state, "filters.owner": owner, "filters.dseq": dseq}
+        return [convert.bid(r) for r in await self.client.rest_pages(f"{MARKET}/bids/list", "bids", filters)]
+
+    async def lease(self, lease_id: BidId) -> Lease | None:
+        o = lease_id.order
+        found = await self.client.rest(
+            f"{MARKET}/leases/info",
+            {
+                "id.owner": o.owner,
+                "id.dseq": o.dseq,
+                "id.gseq": o.gseq,
+                "id.oseq": o.oseq,
+                "id.provider": lease_id.provider,
+            },
+        )
+        return convert.lease(found) if found else None
+
+    async def leases(
+        self, provider: str | None = None, state: str | None = None, owner: str | None = None, dseq: int | None = None
+    ) -> list[Lease]:
+        filters = {"filters.provider": provider, "filters.state": state, "filters.owner": owner, "filters.dseq": dseq}
+        return [convert.lease(r) for r in await self.client.rest_pages(f"{MARKET}/leases/list", "leases", filters)]
+
+    async def deployment(self, owner: str, dseq: int) -> Deployment | None:
+        found = await self.client.rest(
+            "/akash/deployment/v1beta4/deployments/info", {"id.owner": owner, "id.dseq": dseq}
+        )
+        return convert.deployment(found) if found else None
+
+    async def account_public_key(self, address: str) -> bytes | None:
+        account = await self.client.account(address)
+        return account.public_key if account else None
+
+    async def provider(self, address: str) -> ProviderInfo | None:
+        found = await self.client.rest(f"/akash/provider/v1beta4/providers/{address}")
+        if found is None:
+            return None
+        audits = await self.client.rest_pages(f"/akash/audit/v1/audit/attributes/{address}/list", "providers")
+        audited = {
+            str(a["auditor"]): {str(x["key"]): str(x["value"]) for x in a.get("attributes") or []} for a in audits
+        }
+        return convert.provider(found, audited)
+
+    # -- this provider's transactions ---------------------------------------------------------------------
+    async def register_provider(self, attributes: dict[str, str], host_uri: str) -> None:
+        me = self.address
+        existing = await self.provider(me)
+        if existing is not None and existing.host_uri == host_uri and existing.attributes == attributes:
+            return
+        attrs = [attribute_pb2.Attribute(key=k, value=v) for k, v in sorted(attributes.items())]
+        info = provider_pb2.Info()
+        if existing is None:
+            msg: Any = provider_msg_pb2.MsgCreateProvider(owner=me, host_uri=host_uri, attributes=attrs, info=info)
+        else:
+            msg = provider_msg_pb2.MsgUpdateProvider(owner=me, host_uri=host_uri, attributes=attrs, info=info)
+        await self.client.submit([msg])
+
+    def _bid_id(self, order: OrderId) -> bid_pb2.BidID:
+        return bid_pb2.BidID(
+            owner=order.owner, dseq=order.dseq, gseq=order.gseq, oseq=order.oseq, provider=self.address
+        )
+
+    async def create_bid(self, order: OrderId, price: Coin, deposit: Coin) -> None:
+        amount = deposit.amount.to_fraction()
+        if amount.denominator != 1:
+            raise ChainError("invalid_deposit", f"a bid deposit is whole {deposit.denom}, not {deposit.amount}", 400)
+        msg = bidmsg_pb2.MsgCreateBid(
+            id=self._bid_id(order),
+            price=dec_coin(price.denom, price.amount),
+            deposit=deposit_pb2.Deposit(
+                amount=coin_pb2.Coin(denom=deposit.denom, amount=str(amount.numerator)), sources=[deposit_pb2.balance]
+            ),
+        )
+        await self.client.submit([msg])
+
+    async def close_bid(self, order: OrderId, reason: str = "unspecified") -> None:
+        code = CLOSE_REASONS.get(reason, types_pb2.lease_closed_reason_unspecified)
+        await self.client.submit([bidmsg_pb2.MsgCloseBid(id=self._bid_id(order), reason=code)])
+
+    async def withdraw_lease(self, lease_id: BidId) -> Coin:
+        o = lease_id.order
+        lid = lease_pb2.LeaseID(owner=o.owner, dseq=o.dseq, gseq=o.gseq, oseq=o.oseq, provider=lease_id.provider)
+        result = await self.client.submit([leasemsg_pb2.MsgWithdrawLease(id=lid)])
+        return _received(result, self.address)
+
+
+def _received(tx_response: dict[str, Any], address: str) -> Coin:
+    """What a transaction's ``coin_received`` events paid to ``address`` (one denom)."""
+    denom, total = "", ZERO
+    for e in tx_response.get("events") or []:
+        if e.get("type") != "coin_received":
+            continue
+        attrs = {a.get("key"): a.get("value") for a in e.get("attributes") or []}
+        if attrs.get("receiver") != address:
+            continue
+        for part in str(attrs.get("amount", "")).split(","):
+            coin = _COIN.fullmatch(part.strip())
+            if coin is not None:
+                denom = coin.group(2)
+                total += Dec.parse(coin.group(1))
+    return Coin(denom, total)

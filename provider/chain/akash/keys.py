@@ -1,0 +1,129 @@
+"""Akash account keys: secp256k1 from a BIP-39 mnemonic at Cosmos' path, bech32 ``akash`` addresses,
+and the low-S compact signatures Cosmos SDK verifies.
+
+The cryptography is libsecp256k1's (coincurve), BIP-39 is Trezor's ``mnemonic``, BIP-32 derivation is
+``bip32`` and bech32 the reference ``bech32`` package. A key's ``repr`` never shows the private key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+import bech32
+from bip32 import BIP32
+from coincurve import PrivateKey, PublicKey
+from mnemonic import Mnemonic
+
+from provider.errors import ProviderError
+
+PREFIX = "akash"
+HD_PATH = "m/44'/118'/0'/0/0"  # Cosmos' coin type; what `akash keys add` derives
+
+
+class AkashKeyError(ProviderError):
+    """A mnemonic, key or address that cannot be used; the message says why (never the key itself)."""
+
+
+def _ripemd160(data: bytes) -> bytes:
+    try:
+        return hashlib.new("ripemd160", data).digest()
+    except ValueError:  # OpenSSL 3 builds without the legacy provider: bip32's own implementation
+        from bip32.ripemd160 import ripemd160
+
+        digest: bytes = ripemd160(data)
+        return digest
+
+
+def bech32_address(raw: bytes, prefix: str = PREFIX) -> str:
+    """A 20-byte account (or module) address in bech32 with the given prefix."""
+    words = bech32.convertbits(raw, 8, 5)
+    encoded = bech32.bech32_encode(prefix, words) if words is not None else None
+    if not encoded:
+        raise AkashKeyError(f"cannot encode {len(raw)} bytes as a bech32 address")
+    return str(encoded)
+
+
+def address_bytes(address: str, prefix: str = PREFIX) -> bytes:
+    """The 20 bytes behind a bech32 address; AkashKeyError when it is not a valid ``prefix`` address."""
+    hrp, words = bech32.bech32_decode(address)
+    if hrp is None or words is None:
+        raise AkashKeyError(f"{address!r} is not a bech32 address (bad characters or checksum)")
+    if hrp != prefix:
+        raise AkashKeyError(f"{address!r} is not an {prefix} address (prefix {hrp!r})")
+    raw = bech32.convertbits(words, 5, 8, False)
+    if raw is None or len(raw) != 20:
+        raise AkashKeyError(f"{address!r} does not hold a 20-byte account address")
+    return bytes(raw)
+
+
+def address_of(public_key: bytes, prefix: str = PREFIX) -> str:
+    """The account address of a compressed secp256k1 public key: ripemd160(sha256(key)), bech32."""
+    return bech32_address(_ripemd160(hashlib.sha256(public_key).digest()), prefix)
+
+
+@dataclass(frozen=True)
+class AkashKey:
+    name: str
+    private: PrivateKey = field(repr=False)
+
+    @classmethod
+    def from_mnemonic(cls, name: str, words: str, passphrase: str = "", path: str = HD_PATH) -> AkashKey:
+        text = " ".join(words.split())
+        checker = Mnemonic("english")
+        if not checker.check(text):
+            raise AkashKeyError(
+                f"key {name!r}: not a valid BIP-39 mnemonic ({len(text.split())} words; wrong word or checksum)"
+            )
+        seed = Mnemonic.to_seed(text, passphrase)
+        try:
+            secret: bytes = BIP32.from_seed(seed).get_privkey_from_path(path)
+        except Exception as e:  # bip32 raises its own errors for a malformed path
+            raise AkashKeyError(f"key {name!r}: cannot derive {path}: {e}") from None
+        return cls(name, PrivateKey(secret))
+
+    @classmethod
+    def from_private_bytes(cls, name: str, secret: bytes) -> AkashKey:
+        if len(secret) != 32:
+            raise AkashKeyError(f"key {name!r}: a secp256k1 private key is 32 bytes, not {len(secret)}")
+        try:
+            return cls(name, PrivateKey(secret))
+        except ValueError:
+            raise AkashKeyError(f"key {name!r}: not a valid secp256k1 private key") from None
+
+    @classmethod
+    def generate(cls, name: str) -> tuple[AkashKey, str]:
+        """A new key and its 24-word mnemonic (the only way to back it up)."""
+        words = Mnemonic("english").generate(strength=256)
+        return cls.from_mnemonic(name, words), words
+
+    def secret_bytes(self) -> bytes:
+        return bytes(self.private.secret)
+
+    @property
+    def public_bytes(self) -> bytes:
+        """The 33-byte compressed public key (what Cosmos puts in a transaction's signer info)."""
+        return bytes(self.private.public_key.format(compressed=True))
+
+    @property
+    def address(self) -> str:
+        return address_of(self.public_bytes)
+
+    def sign(self, message: bytes) -> bytes:
+        """A 64-byte r||s signature over sha256(message), S in the lower half (libsecp256k1 always
+        normalises it, and Cosmos SDK refuses the other half)."""
+        return bytes(self.private.sign_recoverable(message)[:64])
+
+
+def verify(public_key: bytes, message: bytes, signature: bytes) -> bool:
+    """Whether a 64-byte r||s signature over sha256(message) is valid for this compressed key. A high-S
+    signature is refused, as Cosmos SDK refuses it."""
+    if len(signature) != 64:
+        return False
+    try:
+        key = PublicKey(public_key)
+        from coincurve.ecdsa import cdata_to_der, deserialize_compact
+
+        return bool(key.verify(cdata_to_der(deserialize_compact(signature)), message))
+    except (ValueError, TypeError):
+        return False

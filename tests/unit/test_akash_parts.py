@@ -1,0 +1,172 @@
+"""The Akash adapter's pure parts: keys and addresses, the signed transaction's bytes, Akash's JSON in
+our domain types, and refusals turned into stable codes. The devnet tests (tests/akash) check the same
+parts against Akash's own node; these pin the details and the bad input."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import sdl
+from provider.chain.akash import convert
+from provider.chain.akash.chain import END_OF_BLOCK, _parse_cursor, _received
+from provider.chain.akash.client import tx_error
+from provider.chain.akash.keys import AkashKey, AkashKeyError, address_bytes, address_of, bech32_address, verify
+from provider.chain.akash.pb.akash.market.v1beta5 import bidmsg_pb2
+from provider.chain.akash.pb.cosmos.crypto.secp256k1 import keys_pb2
+from provider.chain.akash.pb.cosmos.tx.signing.v1beta1 import signing_pb2
+from provider.chain.akash.pb.cosmos.tx.v1beta1 import tx_pb2
+from provider.chain.akash.tx import Fee, build, dec_coin
+from provider.chain.port import ChainError
+from provider.chain.types import Coin
+from provider.money import Dec
+from tests.conftest import REPO
+
+# The well-known all-"abandon" test mnemonic; cosmjs and Keplr derive this address from it at m/44'/118'/0'/0/0
+ABANDON = "abandon " * 11 + "about"
+ABANDON_COSMOS = "cosmos19rl4cm2hmr8afy4kldpxz3fka4jguq0auqdal4"
+SECP256K1_ORDER = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
+
+
+def test_a_mnemonic_derives_cosmos_standard_address() -> None:
+    key = AkashKey.from_mnemonic("k", ABANDON)
+    assert address_of(key.public_bytes, "cosmos") == ABANDON_COSMOS
+    assert key.address.startswith("akash1")
+    assert address_bytes(key.address) == address_bytes(ABANDON_COSMOS, "cosmos")
+    assert AkashKey.from_mnemonic("k", "  " + ABANDON.upper().lower().replace(" ", "\n ") + " ").address == key.address
+
+
+def test_bad_mnemonics_and_addresses_are_named_without_key_material() -> None:
+    with pytest.raises(AkashKeyError, match="not a valid BIP-39 mnemonic"):
+        AkashKey.from_mnemonic("k", "abandon " * 12)  # wrong checksum word
+    with pytest.raises(AkashKeyError, match="32 bytes"):
+        AkashKey.from_private_bytes("k", b"\x01" * 31)
+    with pytest.raises(AkashKeyError, match="not a valid secp256k1"):
+        AkashKey.from_private_bytes("k", b"\x00" * 32)
+    with pytest.raises(AkashKeyError, match="not an akash address"):
+        address_bytes(ABANDON_COSMOS)
+    with pytest.raises(AkashKeyError, match="checksum"):
+        address_bytes(ABANDON_COSMOS[:-1] + "5", "cosmos")
+    key = AkashKey.from_mnemonic("k", ABANDON)
+    assert key.secret_bytes().hex() not in repr(key)
+    assert bech32_address(bytes(20)).startswith("akash1")
+
+
+def test_signatures_are_low_s_and_verify_only_their_message() -> None:
+    key, words = AkashKey.generate("k")
+    assert len(words.split()) == 24 and AkashKey.from_mnemonic("k", words).address == key.address
+    for i in range(32):
+        message = f"sign doc {i}".encode()
+        sig = key.sign(message)
+        assert len(sig) == 64
+        assert int.from_bytes(sig[32:], "big") <= SECP256K1_ORDER // 2
+        assert verify(key.public_bytes, message, sig)
+        assert not verify(key.public_bytes, message + b"!", sig)
+    high = sig[:32] + (SECP256K1_ORDER - int.from_bytes(sig[32:], "big")).to_bytes(32, "big")
+    assert not verify(key.public_bytes, message, high)  # Cosmos refuses the malleable twin
+
+
+def test_a_transaction_is_signed_in_direct_mode_over_its_sign_doc() -> None:
+    key = AkashKey.from_mnemonic("k", ABANDON)
+    msg = bidmsg_pb2.MsgCreateBid(price=dec_coin("uact", Dec.parse("800.25")))
+    raw = tx_pb2.TxRaw.FromString(build(key, "chain-x", 7, 3, [msg], Fee(120000, 3000, "uakt"), memo="m"))
+    body = tx_pb2.TxBody.FromString(raw.body_bytes)
+    auth = tx_pb2.AuthInfo.FromString(raw.auth_info_bytes)
+    assert body.memo == "m" and body.messages[0].type_url == "/akash.market.v1beta5.MsgCreateBid"
+    assert bidmsg_pb2.MsgCreateBid.FromString(body.messages[0].value).price.amount == "800250000000000000000"
+    (signer,) = auth.signer_infos
+    assert signer.sequence == 3 and signer.mode_info.single.mode == signing_pb2.SIGN_MODE_DIRECT
+    assert signer.public_key.type_url == "/cosmos.crypto.secp256k1.PubKey"
+    assert keys_pb2.PubKey.FromString(signer.public_key.value).key == key.public_bytes
+    assert auth.fee.gas_limit == 120000 and [(c.denom, c.amount) for c in auth.fee.amount] == [("uakt", "3000")]
+    doc = tx_pb2.SignDoc(
+        body_bytes=raw.body_bytes, auth_info_bytes=raw.auth_info_bytes, chain_id="chain-x", account_number=7
+    ).SerializeToString()
+    assert verify(key.public_bytes, doc, raw.signatures[0])
+    other = tx_pb2.SignDoc(
+        body_bytes=raw.body_bytes, auth_info_bytes=raw.auth_info_bytes, chain_id="chain-y", account_number=7
+    ).SerializeToString()
+    assert not verify(key.public_bytes, other, raw.signatures[0])  # bound to its chain
+
+
+def test_chain_group_specs_read_as_the_sdl_writes_them() -> None:
+    """The chain's JSON for the corpus' GPU SDL (recorded from the devnet's REST gateway): quantity
+    becomes size, endpoint kinds are numbered, empty attributes dropped, amounts LegacyDec."""
+    recorded = json.loads((REPO / "tests" / "fixtures" / "akash" / "order-llm-inference.json").read_text())
+    spec = sdl.parse((REPO / "sdl" / "examples" / "llm-inference.yaml").read_bytes())
+    order = convert.order(recorded["orders"][0])
+    assert order.group == spec.groups[0].to_json()
+    assert order.state == "open" and order.id.gseq == 1 and order.created_height == 122
+    kinds = {"resource": {"endpoints": [{"kind": "RANDOM_PORT", "sequence_number": 2}, {"kind": "LEASED_IP"}]}}
+    group = convert.group_spec({"resources": [{**kinds, "count": 1, "price": {"denom": "uakt", "amount": "1.5"}}]})
+    assert group["resources"][0]["resource"]["endpoints"] == [
+        {"kind": 1, "sequence_number": 2},
+        {"kind": 2, "sequence_number": 0},
+    ]
+    assert group["resources"][0]["price"]["amount"] == "1.500000000000000000"
+
+
+def test_typed_events_become_the_engines_events() -> None:
+    oid = {"owner": "akash1o", "dseq": "21", "gseq": 1, "oseq": 1}
+    bid = {**oid, "provider": "akash1p", "bseq": 0}
+
+    def attrs(**values: object) -> list[dict[str, object]]:
+        return [{"key": k, "value": json.dumps(v)} for k, v in values.items()] + [{"key": "msg_index", "value": "0"}]
+
+    order = convert.event(5, 3, "akash.market.v1.EventOrderCreated", attrs(id=oid))
+    assert order is not None and order.type == "order_created" and order.cursor == "5:3"
+    assert order.data == {"order": {"owner": "akash1o", "dseq": 21, "gseq": 1, "oseq": 1}}
+    lease = convert.event(
+        6, 0, "akash.market.v1.EventLeaseCreated", attrs(id=bid, price={"denom": "uact", "amount": "7.5"})
+    )
+    assert lease is not None and lease.type == "lease_created"
+    assert lease.data["lease"]["provider"] == "akash1p" and lease.data["price"] == {"denom": "uact", "amount": "7.5"}
+    closed = convert.event(7, 1, "akash.market.v1.EventLeaseClosed", attrs(id=bid, reason="lease_closed_owner"))
+    assert closed is not None and closed.data["reason"] == "lease_closed_owner"
+    assert convert.event(7, 2, "coin_received", attrs(receiver="x")) is None
+    assert convert.event(7, 2, "akash.oracle.v1.EventAggregatedPrice", attrs(price="1")) is None
+    with pytest.raises(KeyError):  # the feed logs and skips an event it cannot read
+        convert.event(7, 3, "akash.market.v1.EventOrderCreated", attrs(other=1))
+
+
+def test_refusals_map_to_stable_codes_and_permanence() -> None:
+    seq = tx_error(
+        32, "sdk", "account sequence mismatch, expected 5, got 4: incorrect account sequence", "MsgCreateBid"
+    )
+    assert seq.code == "bad_sequence" and seq.status == 503
+    exists = tx_error(
+        2,
+        "market",
+        "failed to execute message; message index: 0: invalid bid: bid exists from provider",
+        "MsgCreateBid",
+    )
+    assert exists.code == "bid_exists" and exists.status == 400 and "market code 2" in str(exists)
+    other = tx_error(9, "x", "something new", "MsgCreateBid")
+    assert other.code == "tx_failed" and "something new" in str(other)
+    assert isinstance(other, ChainError) and not other.unreachable
+
+
+def test_cursors_and_withdrawn_amounts() -> None:
+    assert _parse_cursor("") == (0, END_OF_BLOCK)
+    assert _parse_cursor("12:3") == (12, 3)
+    with pytest.raises(ChainError, match="not an Akash feed cursor"):
+        _parse_cursor("abc")
+    response = {
+        "events": [
+            {
+                "type": "coin_received",
+                "attributes": [{"key": "receiver", "value": "akash1me"}, {"key": "amount", "value": "123uact"}],
+            },
+            {
+                "type": "coin_received",
+                "attributes": [{"key": "receiver", "value": "akash1other"}, {"key": "amount", "value": "9uact"}],
+            },
+            {
+                "type": "coin_spent",
+                "attributes": [{"key": "spender", "value": "akash1me"}, {"key": "amount", "value": "50uakt"}],
+            },
+        ]
+    }
+    assert _received(response, "akash1me") == Coin("uact", Dec.parse("123"))
+    assert _received({"events": []}, "akash1me") == Coin("", Dec.parse("0"))
