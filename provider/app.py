@@ -21,10 +21,12 @@ from provider.bidding.pricing import PricingPort, ScriptPricing
 from provider.chain.client import ChainClient
 from provider.chain.keys import Keyring
 from provider.chain.mock.state import ChainParams
+from provider.chain.port import ChainPort
 from provider.chain.types import Coin
 from provider.config import Config
 from provider.deploy.deployer import Deployer
 from provider.deploy.watch import WatchCache
+from provider.errors import ConfigError
 from provider.inventory.reservations import Reservations
 from provider.inventory.service import ClusterInventory
 from provider.inventory.static import StaticInventory, nodes_from_config
@@ -44,10 +46,30 @@ def build_pricing(config: Config) -> PricingPort:
     return p.linear.pricing()
 
 
+def build_chain(config: Config) -> tuple[ChainPort, str]:
+    """The chain port the config selects, and where it is (for the log)."""
+    c = config.chain
+    if c.kind == "mock":
+        return ChainClient(c.url, Keyring(c.keyring).get(c.key)), c.url
+    try:  # imported only for Akash: its protobuf types are generated at build time (make proto)
+        from provider.chain.akash.chain import AkashChain
+        from provider.chain.akash.client import GasSettings
+        from provider.chain.akash.keys import load_key_file
+    except ImportError as e:
+        raise ConfigError(
+            f"chain.kind akash: the Akash adapter's protobuf types are missing ({e}); generate them with "
+            "`make proto` (hack/akash-proto/generate.py) before installing or building the image"
+        ) from None
+    a = c.akash
+    assert a.key_file is not None  # the config refuses kind akash without one
+    gas = GasSettings(a.gas_price, a.gas_denom, a.gas_adjustment, a.inclusion_timeout)
+    chain = AkashChain(a.rest, a.rpc, load_key_file(a.key_file), a.chain_id, gas, a.max_blocks_per_poll)
+    return chain, f"akash rpc={a.rpc} rest={a.rest}"
+
+
 async def run(config: Config, registry: CollectorRegistry | None = None) -> None:
     registry = registry or CollectorRegistry()
-    key = Keyring(config.chain.keyring).get(config.chain.key)
-    chain = ChainClient(config.chain.url, key)
+    chain, chain_where = build_chain(config)
     engine: BidEngine | None = None
     reservations = Reservations(
         config.inventory.storage_capacity,
@@ -131,8 +153,8 @@ async def run(config: Config, registry: CollectorRegistry | None = None) -> None
         start_http_server(int(port), addr=host.strip("[]"), registry=registry)
     log.info(
         "provider starting address=%s chain=%s metrics=%s ha=%s",
-        key.address,
-        config.chain.url,
+        chain.address,
+        chain_where,
         metrics_address or "off",
         elector.identity if elector is not None else "off",
     )
@@ -185,7 +207,7 @@ class _ApiServer(uvicorn.Server):
 def api_server(
     config: Config,
     leases: LeaseService,
-    chain: ChainClient,
+    chain: ChainPort,
     engine: BidEngine,
     inventory: ClusterInventory | StaticInventory,
     leading: Callable[[], bool] = lambda: True,

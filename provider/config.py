@@ -91,10 +91,41 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True, arbitrary_types_allowed=True)
 
 
+class AkashSection(_Section):
+    rpc: str = "http://127.0.0.1:26657"  # the node's CometBFT RPC (block results; its websocket wakes the feed)
+    rest: str = "http://127.0.0.1:1317"  # the node's REST gateway (queries, simulate, broadcast)
+    chain_id: str = ""  # checked against the node's when set (akashnet-2 on mainnet); "" takes the node's
+    key_file: FilePath | None = None  # the provider key: a BIP-39 mnemonic or a hex secp256k1 key (mount a Secret)
+    gas_price: Money = Dec.parse("0.025")  # per unit of gas, in gas_denom
+    gas_denom: Literal["uakt", "uact"] = "uakt"  # what fees are paid in
+    gas_adjustment: float = Field(1.5, ge=1.0, le=10.0)  # simulated gas x this is the limit
+    inclusion_timeout: float = Field(60.0, gt=0, le=600)  # seconds to wait for a broadcast tx to be in a block
+    max_blocks_per_poll: int = Field(50, ge=1, le=10_000)  # blocks the feed reads per call when catching up
+
+    @model_validator(mode="after")
+    def _urls(self) -> AkashSection:
+        for name in ("rpc", "rest"):
+            url = getattr(self, name)
+            if not re.match(r"^https?://[^\s/]+", url):
+                raise ValueError(f"chain.akash.{name}: {url!r} is not an http(s) URL (e.g. http://127.0.0.1:26657)")
+        return self
+
+
 class ChainSection(_Section):
-    url: str = "http://127.0.0.1:26680"  # the chain endpoint: the mock chain, or the Akash adapter's
-    key: str = "provider"  # the provider key's name in the keyring
+    kind: Literal["mock", "akash"] = "mock"  # which chain: our mock chain (default) or a real Akash node
+    url: str = "http://127.0.0.1:26680"  # the mock chain's endpoint
+    key: str = "provider"  # the provider key's name in the keyring (mock chain)
     keyring: FilePath = DEFAULT_KEYRING  # the keyring file (gpu-provider tenant keys add)
+    akash: AkashSection = Field(default_factory=AkashSection)  # used when kind is akash
+
+    @model_validator(mode="after")
+    def _akash_key(self) -> ChainSection:
+        if self.kind == "akash" and self.akash.key_file is None:
+            raise ValueError(
+                "chain.kind akash needs chain.akash.key_file: a file holding the provider's mnemonic "
+                "(or hex private key), e.g. a mounted Secret"
+            )
+        return self
 
 
 class ProviderSection(_Section):

@@ -202,23 +202,39 @@ class AkashDevnet:
         self._save(state)
         try:
             self._init(state)
-            with open(self.log, "ab") as log:
-                proc = subprocess.Popen(
-                    [str(bin_dir / "akash"), "start", "--home", str(self.home)],
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    env={**os.environ, "LD_LIBRARY_PATH": str(bin_dir.parent / "lib")},
-                    start_new_session=True,
-                )
-            state.pid = proc.pid
-            self._save(state)
-            self._wait(lambda: self.height(state) >= 2, timeout, "the devnet to make its first blocks")
-            self._wait(lambda: self._get(f"{state.rest}/cosmos/base/tendermint/v1beta1/node_info") is not None,
-                       timeout, "the REST API to answer")  # fmt: skip
+            self._start(state, timeout, first_height=2)
             self._fund_act(state, timeout)
         except BaseException:
             self.down()
             raise
+        return state
+
+    def _start(self, state: DevnetState, timeout: float, first_height: int) -> None:
+        bin_dir = Path(state.bin_dir)
+        with open(self.log, "ab") as log:
+            proc = subprocess.Popen(
+                [str(bin_dir / "akash"), "start", "--home", str(self.home)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "LD_LIBRARY_PATH": str(bin_dir.parent / "lib")},
+                start_new_session=True,
+            )
+        state.pid = proc.pid
+        self._save(state)
+        self._wait(lambda: self.height(state) >= first_height, timeout, "the devnet to make blocks")
+        self._wait(lambda: self._get(f"{state.rest}/cosmos/base/tendermint/v1beta1/node_info") is not None,
+                   timeout, "the REST API to answer")  # fmt: skip
+
+    def restart(self, timeout: float = 120, down_for: float = 0.0) -> DevnetState:
+        """Stop the node (SIGTERM, as an operator's restart does) and start it again on the same chain,
+        after ``down_for`` seconds; returns once it makes blocks past where it stopped."""
+        state = self.load()
+        if state is None or not self.running(state):
+            raise DevClusterError("the devnet is not running: nothing to restart")
+        stopped_at = self.height(state)
+        procs.stop([state.pid])
+        time.sleep(down_for)
+        self._start(state, timeout, first_height=stopped_at + 1)
         return state
 
     def _wait(self, check: Any, timeout: float, what: str) -> None:

@@ -4,15 +4,26 @@ parts against Akash's own node; these pin the details and the bad input."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+from pathlib import Path
 
 import pytest
 
 import sdl
+from provider.app import build_chain
 from provider.chain.akash import convert
-from provider.chain.akash.chain import END_OF_BLOCK, _parse_cursor, _received
+from provider.chain.akash.chain import END_OF_BLOCK, AkashChain, _parse_cursor, _received
 from provider.chain.akash.client import tx_error
-from provider.chain.akash.keys import AkashKey, AkashKeyError, address_bytes, address_of, bech32_address, verify
+from provider.chain.akash.keys import (
+    AkashKey,
+    AkashKeyError,
+    address_bytes,
+    address_of,
+    bech32_address,
+    load_key_file,
+    verify,
+)
 from provider.chain.akash.pb.akash.market.v1beta5 import bidmsg_pb2
 from provider.chain.akash.pb.cosmos.crypto.secp256k1 import keys_pb2
 from provider.chain.akash.pb.cosmos.tx.signing.v1beta1 import signing_pb2
@@ -20,6 +31,8 @@ from provider.chain.akash.pb.cosmos.tx.v1beta1 import tx_pb2
 from provider.chain.akash.tx import Fee, build, dec_coin
 from provider.chain.port import ChainError
 from provider.chain.types import Coin
+from provider.config import Config, load
+from provider.errors import ConfigError
 from provider.money import Dec
 from tests.conftest import REPO
 
@@ -170,3 +183,49 @@ def test_cursors_and_withdrawn_amounts() -> None:
     }
     assert _received(response, "akash1me") == Coin("uact", Dec.parse("123"))
     assert _received({"events": []}, "akash1me") == Coin("", Dec.parse("0"))
+
+
+def test_the_config_selects_akash_and_loads_its_key_file(tmp_path: Path) -> None:
+    def config(text: str) -> Config:
+        path = tmp_path / "provider.yaml"
+        path.write_text(text)
+        return load(path)
+
+    with pytest.raises(ConfigError, match=r"chain\.kind akash needs chain\.akash\.key_file"):
+        config("chain: {kind: akash}\n")
+    with pytest.raises(ConfigError, match="not an http"):
+        config("chain: {kind: akash, akash: {rpc: '127.0.0.1:26657', key_file: /k}}\n")
+    with pytest.raises(ConfigError, match=r"chain\.kind"):
+        config("chain: {kind: cosmos}\n")
+    key_file = tmp_path / "provider.key"
+    key_file.write_text(f"{ABANDON}\n")
+    key_file.chmod(0o600)
+    chosen = config(
+        f"chain: {{kind: akash, akash: {{rpc: 'http://127.0.0.1:1', rest: 'http://127.0.0.1:2', key_file: '{key_file}', "
+        "chain_id: akashnet-2, gas_denom: uact}}\n"
+    )
+    chain, where = build_chain(chosen)
+    assert isinstance(chain, AkashChain) and chain.address == AkashKey.from_mnemonic("k", ABANDON).address
+    assert chain.client.gas.denom == "uact" and chain.expected_chain_id == "akashnet-2"
+    assert "rpc=http://127.0.0.1:1" in where
+    asyncio.run(chain.aclose())
+
+
+def test_key_files_hold_a_mnemonic_or_a_hex_key_and_errors_never_echo_them(tmp_path: Path) -> None:
+    path = tmp_path / "key"
+    secret = AkashKey.from_mnemonic("k", ABANDON).secret_bytes().hex()
+    for text in (ABANDON, f"  {ABANDON}\n", secret, "0x" + secret.upper()):
+        path.write_text(text)
+        assert load_key_file(path).address == AkashKey.from_mnemonic("k", ABANDON).address
+    bad = ("abandon " * 12, "zebra " * 11 + "about", "one two three", secret[:-2], "")
+    for text in bad:
+        path.write_text(text)
+        with pytest.raises(AkashKeyError) as caught:
+            load_key_file(path)
+        assert str(path) in str(caught.value)
+        assert "abandon" not in str(caught.value) and secret[:16] not in str(caught.value)
+    with pytest.raises(AkashKeyError, match="cannot read"):
+        load_key_file(tmp_path / "missing")
+    path.write_bytes(b"\xff\xfe\x00")
+    with pytest.raises(AkashKeyError, match="not text"):
+        load_key_file(path)

@@ -79,6 +79,7 @@ class AkashChain:
         timeout: float = 10.0,
     ) -> None:
         self.client = AkashClient(rest, rpc, key, chain_id, gas, timeout)
+        self.expected_chain_id = chain_id
         self.key = key
         self.max_blocks = max_blocks
         self.blocks = BlockWatcher(rpc, self._latest_height)
@@ -101,7 +102,13 @@ class AkashChain:
     async def status(self) -> ChainStatus:
         result = await self.client.rpc("status")
         chain_id = str(result["node_info"]["network"])
-        self.client.chain_id = self.client.chain_id or chain_id
+        if self.expected_chain_id and chain_id != self.expected_chain_id:
+            raise ChainError(
+                "wrong_chain",
+                f"the node at {self.client.rpc_url} serves chain {chain_id!r}, not the configured {self.expected_chain_id!r}",
+                400,
+            )
+        self.client.chain_id = chain_id
         if not self._genesis:  # the first block's hash names this chain's history (a reset changes it)
             sync = result["sync_info"]
             if str(sync.get("earliest_block_height")) == "1":

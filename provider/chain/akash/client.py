@@ -209,7 +209,8 @@ class AkashClient:
 
     async def wait_for(self, tx_hash: str, what: str, timeout: float | None = None) -> dict[str, Any]:
         """Poll until the tx is in a block; its tx_response. A tx that failed at execution is a ChainError."""
-        deadline = time.monotonic() + (timeout if timeout is not None else self.gas.inclusion_timeout)
+        limit = timeout if timeout is not None else self.gas.inclusion_timeout
+        deadline = time.monotonic() + limit
         delay = 0.2
         while True:
             found = await self.rest(f"/cosmos/tx/v1beta1/txs/{tx_hash}")
@@ -221,7 +222,7 @@ class AkashClient:
                     )
                 return response
             if time.monotonic() > deadline:
-                raise ChainError(UNREACHABLE, f"{what} ({tx_hash}) was not in a block after {timeout} s", 504)
+                raise ChainError(UNREACHABLE, f"{what} ({tx_hash}) was not in a block after {limit:g} s", 504)
             await asyncio.sleep(delay)
             delay = min(delay * 1.5, 1.0)
 
@@ -265,5 +266,9 @@ class AkashClient:
                     raise
                 self.txs_sent += 1
                 self._account = Account(acc.address, acc.number, acc.sequence + 1, key.public_bytes)
-                return await self.wait_for(tx_hash, what)
-        raise ChainError("bad_sequence", f"{what}: could not agree on the account sequence with the chain", 503)
+                break
+            else:
+                raise ChainError("bad_sequence", f"{what}: could not agree on the account sequence with the chain", 503)
+        # in the mempool, sequence counted: the next transaction can be signed while this one waits for
+        # its block, so several of ours can land in one block
+        return await self.wait_for(tx_hash, what)

@@ -8,7 +8,11 @@ The cryptography is libsecp256k1's (coincurve), BIP-39 is Trezor's ``mnemonic``,
 from __future__ import annotations
 
 import hashlib
+import logging
+import re
+import stat
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import bech32
 from bip32 import BIP32
@@ -19,6 +23,7 @@ from provider.errors import ProviderError
 
 PREFIX = "akash"
 HD_PATH = "m/44'/118'/0'/0/0"  # Cosmos' coin type; what `akash keys add` derives
+log = logging.getLogger(__name__)
 
 
 class AkashKeyError(ProviderError):
@@ -127,3 +132,29 @@ def verify(public_key: bytes, message: bytes, signature: bytes) -> bool:
         return bool(key.verify(cdata_to_der(deserialize_compact(signature)), message))
     except (ValueError, TypeError):
         return False
+
+
+def load_key_file(path: Path, name: str = "provider") -> AkashKey:
+    """The key in ``path``: a BIP-39 mnemonic (12 to 24 words) or a 32-byte private key in hex, as a
+    mounted Secret holds it. Errors name the file and what was wrong, never its content."""
+    try:
+        mode = path.stat().st_mode
+        text = path.read_text().strip()
+    except OSError as e:
+        raise AkashKeyError(f"cannot read the key file {path}: {e.strerror or e}") from None
+    except UnicodeDecodeError:
+        raise AkashKeyError(f"the key file {path} is not text (a mnemonic or a hex private key)") from None
+    if mode & stat.S_IROTH:
+        log.warning("the key file is readable by every user; make it 0600 (or 0440 with the group) file=%s", path)
+    if re.fullmatch(r"(0x)?[0-9a-fA-F]{64}", text):
+        return AkashKey.from_private_bytes(name, bytes.fromhex(text.removeprefix("0x")))
+    words = text.split()
+    if len(words) not in (12, 15, 18, 21, 24):
+        raise AkashKeyError(
+            f"the key file {path} holds neither a 12-24 word mnemonic nor a 64-digit hex private key"
+            f" ({len(words)} words)"
+        )
+    try:
+        return AkashKey.from_mnemonic(name, text)
+    except AkashKeyError:
+        raise AkashKeyError(f"the key file {path}: not a valid BIP-39 mnemonic (wrong word or checksum)") from None
