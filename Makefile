@@ -53,6 +53,7 @@ bench: proto
 	$(BIN)/python bench/bid_engine.py
 	$(BIN)/python bench/lifecycle.py
 	$(BIN)/python bench/failover.py
+	$(BIN)/python bench/akash_bid.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
