@@ -38,7 +38,8 @@ lint: proto
 # components built here once from hack/devcluster, then cached by pin hash).
 test: lint
 	bash hack/devcluster/host-packages.sh
-	bash hack/devcluster/build.sh --real-node >/dev/null & dc=$$!; bash hack/akash-devnet/build.sh >/dev/null; ak=$$?; \
+	bash hack/devcluster/build.sh --real-node >/dev/null & dc=$$!; \
+	  bash hack/akash-devnet/build.sh >/dev/null && bash hack/akash-jwt/build.sh >/dev/null; ak=$$?; \
 	  wait $$dc && [ $$ak -eq 0 ]
 	bash hack/test.sh $(BIN)/python
 

@@ -214,7 +214,14 @@ def api_server(
     identity: str = "",
 ) -> uvicorn.Server:
     a = config.api
-    verifier = ChainKeyVerifier(PublicKeys(chain.account_public_key), max_lifetime=a.max_token_lifetime)
+    keys = PublicKeys(chain.account_public_key)
+    verifier: ChainKeyVerifier
+    if config.chain.kind == "akash":  # tenants sign with their secp256k1 account keys (ES256K, ES256KADR36)
+        from provider.chain.akash.jwt import AkashTokenVerifier
+
+        verifier = AkashTokenVerifier(keys, max_lifetime=a.max_token_lifetime)
+    else:
+        verifier = ChainKeyVerifier(keys, max_lifetime=a.max_token_lifetime)
 
     async def provider_status() -> dict[str, Any]:
         current = inventory.current

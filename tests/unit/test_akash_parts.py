@@ -6,15 +6,22 @@ from __future__ import annotations
 
 import asyncio
 import json
+import tarfile
+import time
 from pathlib import Path
+from typing import Any
 
+import jwt
 import pytest
 
 import sdl
+from provider.api.auth import AuthError, PublicKeys
 from provider.app import build_chain
 from provider.chain.akash import convert
+from provider.chain.akash import jwt as akash_jwt
 from provider.chain.akash.chain import END_OF_BLOCK, AkashChain, _parse_cursor, _received
 from provider.chain.akash.client import tx_error
+from provider.chain.akash.jwt import AkashTokenVerifier
 from provider.chain.akash.keys import (
     AkashKey,
     AkashKeyError,
@@ -34,7 +41,7 @@ from provider.chain.types import Coin
 from provider.config import Config, load
 from provider.errors import ConfigError
 from provider.money import Dec
-from tests.conftest import REPO
+from tests.conftest import REPO, SHARED
 
 # The well-known all-"abandon" test mnemonic; cosmjs and Keplr derive this address from it at m/44'/118'/0'/0/0
 ABANDON = "abandon " * 11 + "about"
@@ -229,3 +236,74 @@ def test_key_files_hold_a_mnemonic_or_a_hex_key_and_errors_never_echo_them(tmp_p
     path.write_bytes(b"\xff\xfe\x00")
     with pytest.raises(AkashKeyError, match="not text"):
         load_key_file(path)
+
+
+def _akash_jwt_vectors() -> tuple[str, list[dict[str, Any]]]:
+    """chain-sdk's own JWT test data (testdata/jwt in the vendored archive): the mnemonic of the key that
+    signed them and the tokens, ES256K from Akash's signer and ES256KADR36 from a wallet."""
+    with tarfile.open(SHARED / "vendor" / "akash" / "chain-sdk-217f62d1.tar.xz") as tar:
+
+        def read(name: str) -> bytes:
+            member = tar.extractfile(f"chain-sdk/testdata/jwt/{name}")
+            assert member is not None
+            return member.read()
+
+        return read("mnemonic").decode().strip(), json.loads(read("cases_es256k.json"))
+
+
+def test_akash_tokens_from_chain_sdks_test_data_verify_as_akash_says() -> None:
+    mnemonic, cases = _akash_jwt_vectors()
+    key = AkashKey.from_mnemonic("t", mnemonic)
+    assert key.address == "akash1qufa3xzrf34qvwyejkhvnc4psf49fftaw0asmh"
+    assert {c["expected"]["alg"] for c in cases} == {"ES256K", "ES256KADR36"}
+    for case in cases:
+        ok = akash_jwt.verify_signature(case["tokenString"], key.public_bytes, key.address)
+        assert ok is not case["mustFail"], case["description"]
+        other = AkashKey.from_mnemonic("o", ABANDON)
+        assert not akash_jwt.verify_signature(case["tokenString"], other.public_bytes, other.address)
+
+
+def test_the_akash_verifier_checks_the_issuers_key_and_the_claims() -> None:
+    tenant = AkashKey.from_mnemonic("tenant", ABANDON)
+    stranger, _ = AkashKey.generate("stranger")
+    keys = {tenant.address: tenant.public_bytes, stranger.address: stranger.public_bytes}
+
+    async def lookup(address: str) -> bytes | None:
+        return keys.get(address)
+
+    verifier = AkashTokenVerifier(PublicKeys(lookup))
+
+    def check(token: str) -> str:
+        return asyncio.run(verifier.verify(token)).address
+
+    for alg in ("ES256K", "ES256KADR36"):
+        assert check(akash_jwt.mint(tenant, alg=alg)) == tenant.address
+    now = int(time.time())
+    claims = {
+        "iss": tenant.address,
+        "iat": now,
+        "nbf": now,
+        "exp": now + 60,
+        "version": "v1",
+        "leases": {"access": "full"},
+    }
+    forged = akash_jwt.sign(stranger, claims)  # the stranger signs claims naming the tenant
+    with pytest.raises(AuthError, match="signature does not match"):
+        check(forged)
+    with pytest.raises(AuthError, match="expired"):
+        check(akash_jwt.sign(tenant, {**claims, "iat": now - 900, "nbf": now - 900, "exp": now - 300}))
+    with pytest.raises(AuthError, match="not accepted here"):
+        check(jwt.encode(claims, "k" * 32, algorithm="HS256"))
+    header, _, signature = akash_jwt.sign(
+        tenant, {**claims, "leases": {"access": "scoped", "scope": ["status"]}}
+    ).split(".")
+    widened = akash_jwt.sign(tenant, claims).split(".")[1]  # full access swapped in under a scoped signature
+    with pytest.raises(AuthError, match="signature does not match"):
+        check(f"{header}.{widened}.{signature}")
+    with pytest.raises(AuthError, match="no public key on chain"):
+        check(akash_jwt.sign(tenant, {**claims, "iss": bech32_address(bytes(20))}))
+    mnemonic, cases = _akash_jwt_vectors()
+    scoped = next(c for c in cases if "scoped" in c["description"])  # a wallet's token from 2025: expired now
+    keys[scoped["expected"]["claims"]["iss"]] = AkashKey.from_mnemonic("v", mnemonic).public_bytes
+    with pytest.raises(AuthError, match="expired"):
+        check(scoped["tokenString"])
