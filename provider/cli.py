@@ -337,11 +337,35 @@ def _add_chain(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     serve.set_defaults(func=_cmd_chain_serve)
 
 
-def _tenant_chain(args: argparse.Namespace) -> Any:
+AKASH_TENANT_COMMANDS = ("send-manifest", "lease-status", "logs", "events", "token", "bids")
+
+
+def _akash_tenant(args: argparse.Namespace) -> tuple[Any, Any]:
+    """The tenant's Akash chain and a minter of ES256K tokens for its key (``--chain-kind akash``)."""
+    if args.tenant_command not in AKASH_TENANT_COMMANDS:
+        raise _UsageError(
+            f"on Akash, `tenant {args.tenant_command}` is done with Akash's own CLI or Console (akash tx ...); "
+            f"this command does {', '.join(AKASH_TENANT_COMMANDS)} with --chain-kind akash"
+        )
+    if not args.key_file:
+        raise _UsageError("--chain-kind akash needs --key-file: a file with the tenant's mnemonic or hex key")
+    from provider.chain.akash import jwt as akash_jwt
+    from provider.chain.akash.chain import AkashChain
+    from provider.chain.akash.keys import load_key_file
+
+    key = load_key_file(Path(args.key_file).expanduser(), "tenant")
+    return AkashChain(args.akash_rest, args.akash_rpc, key), (
+        lambda scope, lifetime: akash_jwt.mint(key, scope, lifetime)
+    )
+
+
+def _tenant_chain(args: argparse.Namespace) -> tuple[Any, Any]:
+    if args.chain_kind == "akash":
+        return _akash_tenant(args)
     from provider.chain.client import ChainClient
     from provider.chain.keys import Keyring
 
-    return ChainClient(args.chain, Keyring(Path(args.keyring).expanduser()).get(args.key))
+    return ChainClient(args.chain, Keyring(Path(args.keyring).expanduser()).get(args.key)), None
 
 
 def _cmd_tenant(args: argparse.Namespace) -> int:
@@ -352,7 +376,7 @@ def _cmd_tenant(args: argparse.Namespace) -> int:
 
     keyring = Keyring(Path(args.keyring).expanduser())
     cmd = args.tenant_command
-    if cmd == "keys":
+    if cmd == "keys" and args.chain_kind == "mock":
         if args.keys_command == "add":
             print(keyring.add(args.name).address)
         elif args.keys_command == "list":
@@ -362,8 +386,9 @@ def _cmd_tenant(args: argparse.Namespace) -> int:
             print(keyring.get(args.name).address)
         return EXIT_OK
 
+    chain, minter = _tenant_chain(args)
+
     async def go() -> Any:
-        chain = _tenant_chain(args)
         try:
             if cmd == "fund":
                 await chain.fund(chain.key.address, args.denom, args.amount)
@@ -373,23 +398,26 @@ def _cmd_tenant(args: argparse.Namespace) -> int:
             if cmd == "bids":
                 return [
                     {"bid": str(b.id), "state": b.state, "price": str(b.price.amount), "denom": b.price.denom}
-                    for b in await chain.bids(owner=chain.key.address, dseq=args.dseq)
+                    for b in await chain.bids(owner=chain.address, dseq=args.dseq)
                 ]
             if cmd == "accept":
                 return await tenant.accept(chain, args.bid)
             if cmd == "send-manifest":
-                return {"sent": await tenant.send_manifest(chain, _read(args.sdl), args.sdl, args.dseq)}
+                sent = await tenant.send_manifest(chain, _read(args.sdl), args.sdl, args.dseq, minter=minter)
+                return {"sent": sent}
             if cmd == "update":
                 return await tenant.update(chain, _read(args.sdl), args.sdl, args.dseq)
             if cmd == "status":
                 return await tenant.status(chain, args.dseq)
             if cmd == "lease-status":
-                return await tenant.lease_call(chain, args.lease, "status")
+                return await tenant.lease_call(chain, args.lease, "status", minter=minter)
             if cmd == "logs":
-                return await tenant.lease_call(chain, args.lease, "logs", f"tail={args.tail}")
+                return await tenant.lease_call(chain, args.lease, "logs", f"tail={args.tail}", minter=minter)
             if cmd == "events":
-                return await tenant.lease_call(chain, args.lease, "kubeevents")
+                return await tenant.lease_call(chain, args.lease, "kubeevents", minter=minter)
             if cmd == "token":
+                if minter is not None:
+                    return {"token": minter(args.scope or None, args.lifetime)}
                 return {"token": tenant.token(chain, args.scope or None, args.lifetime)}
             return await tenant.close(chain, args.dseq)
         finally:
@@ -406,6 +434,22 @@ def _add_tenant(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     p.add_argument("--chain", default="http://127.0.0.1:26680", help="chain URL (default: the local mock chain)")
     p.add_argument("--keyring", default=str(keyring_path_from_env()), help="keyring file")
     p.add_argument("--key", default="tenant", help="key name to sign with (default: tenant)")
+    p.add_argument(
+        "--chain-kind",
+        choices=("mock", "akash"),
+        default="mock",
+        help="mock (default) or akash: a real Akash node; then send-manifest, lease-status, logs, events, "
+        "token and bids work with an Akash key (ES256K tokens), the rest is Akash's own CLI",
+    )
+    p.add_argument(
+        "--akash-rpc", default="http://127.0.0.1:26657", help="Akash node's CometBFT RPC (--chain-kind akash)"
+    )
+    p.add_argument(
+        "--akash-rest", default="http://127.0.0.1:1317", help="Akash node's REST gateway (--chain-kind akash)"
+    )
+    p.add_argument(
+        "--key-file", help="the tenant's Akash key: a file with its mnemonic or hex key (--chain-kind akash)"
+    )
     s = p.add_subparsers(dest="tenant_command", required=True, metavar="COMMAND")
     keys = s.add_parser("keys", help="manage keys in the local keyring")
     ks = keys.add_subparsers(dest="keys_command", required=True, metavar="COMMAND")

@@ -350,6 +350,15 @@ class Config(_Section):
     ha: HaSection = Field(default_factory=HaSection)
 
     @model_validator(mode="after")
+    def _akash_host_uri(self) -> Config:
+        if self.chain.kind == "akash" and not self.provider.host_uri.startswith("https://"):
+            raise ValueError(
+                f"provider.host_uri: {self.provider.host_uri!r} must be https:// on Akash (its chain refuses a "
+                "provider whose host URI has another scheme); serve the API with TLS (api.tls_cert, api.tls_key)"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _ha_needs_a_cluster(self) -> Config:
         if self.ha.enabled and self.inventory.static:
             raise ValueError("ha.enabled needs a cluster (the leader lease lives there): drop inventory.static")

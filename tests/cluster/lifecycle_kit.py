@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -71,7 +72,7 @@ class Daemon:
 
     dir: Path
     kubeconfig: Path
-    chain: ChainProcess
+    chain: ChainProcess | None  # the mock chain; None with chain_section (another chain)
     dns_ip: str
     manifest_timeout_blocks: int = 400
     api_extra: dict[str, Any] = field(default_factory=dict)
@@ -82,6 +83,9 @@ class Daemon:
     metrics_port: int = field(default_factory=free_port)
     ha: dict[str, Any] | None = None  # the config's ha section (HA replicas)
     key: Key | None = None  # another replica's key (HA replicas share one provider account)
+    chain_section: dict[str, Any] | None = None  # the config's chain section, instead of the mock chain's
+    extra: dict[str, Any] = field(default_factory=dict)  # more top-level config sections (pricing, bidding)
+    tls: tuple[Path, Path, Path] | None = None  # (cert, key, CA) to serve the API over HTTPS
     proc: subprocess.Popen[bytes] | None = None
 
     def __post_init__(self) -> None:
@@ -91,15 +95,18 @@ class Daemon:
         self.namespace = f"gp-{self.key.address[-8:]}"
         self.config = self.dir / "provider.yaml"
         self.log = self.dir / "daemon.log"
+        if self.chain_section is None:
+            assert self.chain is not None
         cfg = {
-            "chain": {"url": self.chain.url, "key": "provider", "keyring": str(self.keyring)},
+            "chain": self.chain_section
+            or {"url": self.chain.url if self.chain else "", "key": "provider", "keyring": str(self.keyring)},
             "provider": {
                 "host_uri": self.url,
                 "state_dir": str(self.dir / "state"),
                 "metrics_address": f"127.0.0.1:{self.metrics_port}",
             },
             "inventory": {"kubeconfig": str(self.kubeconfig), **self.inventory_extra},
-            "api": {"address": f"127.0.0.1:{self.api_port}", "insecure_http": True, **self.api_extra},
+            "api": {"address": f"127.0.0.1:{self.api_port}", **self._api_tls(), **self.api_extra},
             "deploy": {
                 "namespace": self.namespace,
                 "manifest_timeout_blocks": self.manifest_timeout_blocks,
@@ -107,12 +114,18 @@ class Daemon:
                 **self.deploy_extra,
             },
             **({"ha": self.ha} if self.ha is not None else {}),
+            **self.extra,
         }
         self.config.write_text(yaml.safe_dump(cfg))
 
+    def _api_tls(self) -> dict[str, Any]:
+        if self.tls is None:
+            return {"insecure_http": True}
+        return {"tls_cert": str(self.tls[0]), "tls_key": str(self.tls[1])}
+
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.api_port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.api_port}"
 
     def setup(self) -> None:
         subprocess.run(
@@ -144,7 +157,8 @@ class Daemon:
         while time.monotonic() < deadline:
             assert self.proc.poll() is None, f"the daemon exited: {self.log.read_text()[-3000:]}"
             try:
-                if httpx.get(self.url + "/readyz", timeout=1).status_code == 200:
+                verify = ssl.create_default_context(cafile=str(self.tls[2])) if self.tls else True
+                if httpx.get(self.url + "/readyz", timeout=1, verify=verify).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass

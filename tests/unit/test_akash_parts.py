@@ -207,10 +207,13 @@ def test_the_config_selects_akash_and_loads_its_key_file(tmp_path: Path) -> None
     key_file = tmp_path / "provider.key"
     key_file.write_text(f"{ABANDON}\n")
     key_file.chmod(0o600)
-    chosen = config(
+    akash = (
         f"chain: {{kind: akash, akash: {{rpc: 'http://127.0.0.1:1', rest: 'http://127.0.0.1:2', key_file: '{key_file}', "
         "chain_id: akashnet-2, gas_denom: uact}}\n"
     )
+    with pytest.raises(ConfigError, match="must be https:// on Akash"):
+        config(akash)  # the default host URI is plain HTTP on loopback: Akash's chain refuses it
+    chosen = config(akash + "provider: {host_uri: 'https://provider.example.com:8443'}\n")
     chain, where = build_chain(chosen)
     assert isinstance(chain, AkashChain) and chain.address == AkashKey.from_mnemonic("k", ABANDON).address
     assert chain.client.gas.denom == "uact" and chain.expected_chain_id == "akashnet-2"

@@ -56,6 +56,7 @@ _TX_ERRORS = (
     ("not found", "not_found"),
     ("tx already in mempool", "tx_in_mempool"),
     ("mempool is full", "mempool_full"),
+    ("invalid host uri", "invalid_host_uri"),
 )
 _TRANSIENT = {"bad_sequence", "out_of_gas", "tx_in_mempool", "mempool_full", "insufficient_fee"}
 _EXPECTED_SEQUENCE = re.compile(r"expected (\d+), got (\d+)")
@@ -189,10 +190,11 @@ class AkashClient:
         )
         if status == 200 and isinstance(body, dict) and "gas_info" in body:
             return int(body["gas_info"]["gas_used"])
-        message = str(body.get("message", body) if isinstance(body, dict) else body)
-        if status >= 500 and not any(text in message for text, _ in _TX_ERRORS):
-            raise ChainError(UNREACHABLE, f"simulating {what}: the node answered {status}: {message[:300]}", status)
-        raise tx_error(int(body.get("code", 0)) if isinstance(body, dict) else 0, "simulate", message, what)
+        # the application's answer (JSON with a gRPC code and message) is a refusal, whatever the HTTP
+        # status the gateway gave it; anything else (a proxy's page, a gateway timeout) is no answer
+        if not (isinstance(body, dict) and "message" in body and "code" in body) or status in (502, 503, 504):
+            raise ChainError(UNREACHABLE, f"simulating {what}: the node answered {status}: {str(body)[:300]}", status)
+        raise tx_error(int(body.get("code", 0)), "simulate", str(body["message"]), what)
 
     async def broadcast(self, tx_bytes: bytes, what: str) -> str:
         """Broadcast (sync: checked, in the mempool); the tx hash."""
