@@ -160,6 +160,31 @@ def test_the_chart_crd_is_the_daemons_and_its_config_is_valid(
     assert env["NVIDIA_VISIBLE_DEVICES"] == "all" and "NODE_NAME" in env
 
 
+def test_on_akash_the_chart_mounts_the_key_where_the_config_reads_it(
+    chart_cluster: DevCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    akash = ("--set", "chain.kind=akash", "--set", "chain.keySecret.key=mnemonic",
+             "--set", "chain.akash.rpc=http://node:26657", "--set", "chain.akash.rest=http://node:1317",
+             "--set-string", "chain.akash.gasPrice=0.03")  # fmt: skip
+    objs = render(chart_cluster, "ak", "gp-akash", *akash, "--set", "provider.hostURI=https://p.example.com:8443")
+    (cm,) = [o for o in objs if o["kind"] == "ConfigMap"]
+    (path := tmp_path / "provider.yaml").write_text(cm["data"]["provider.yaml"])
+    monkeypatch.delenv("KUBECONFIG", raising=False)
+    config = load(path)  # the daemon's own validation, https host URI included
+    assert config.chain.kind == "akash" and config.chain.akash.rpc == "http://node:26657"
+    assert config.chain.akash.chain_id == "akashnet-2" and str(config.chain.akash.gas_price) == "0.03"
+    (deployment,) = [o for o in objs if o["kind"] == "Deployment"]
+    pod = deployment["spec"]["template"]["spec"]
+    (volume,) = [v for v in pod["volumes"] if v["name"] == "key"]
+    (mount,) = [m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "key"]
+    (item,) = volume["secret"]["items"]
+    assert item["key"] == "mnemonic" and Path(mount["mountPath"]) / item["path"] == config.chain.akash.key_file
+    # the schema names a wrong chain kind and a malformed gas price
+    for bad, word in (("chain.kind=cosmos", "kind"), ("chain.akash.gasPrice=cheap", "gasPrice")):
+        done = helm(chart_cluster, "lint", "--strict", str(CHART), *REQUIRED, "--set-string", bad)
+        assert done.returncode != 0 and word in done.stdout + done.stderr, bad
+
+
 @pytest.fixture
 def installed_rbac(chart_cluster: DevCluster, kubeconfig: Path, api: client.ApiClient) -> Iterator[tuple[str, str]]:
     """The chart's ServiceAccounts and RBAC, applied for real under a unique release; removed afterwards."""

@@ -484,7 +484,9 @@ def test_helm_upgrade_to_this_chart_with_new_pricing_keeps_the_leases(install: I
         "--set-string",
         f"config.pricing.linear.gpu.h200={NEW_H200_PRICE}",
         "--set",
-        "podLabels.example\\.com/team=gpu",  # a value the previous chart did not have
+        "podLabels.example\\.com/team=gpu",
+        "--set",
+        "chain.kind=mock",  # a value the previous chart's schema refuses (chain.kind came in 0.3.0)
         "--wait",
         "--timeout",
         "5m",
