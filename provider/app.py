@@ -63,8 +63,18 @@ def build_chain(config: Config) -> tuple[ChainPort, str]:
     a = c.akash
     assert a.key_file is not None  # the config refuses kind akash without one
     gas = GasSettings(a.gas_price, a.gas_denom, a.gas_adjustment, a.inclusion_timeout)
-    chain = AkashChain(a.rest, a.rpc, load_key_file(a.key_file), a.chain_id, gas, a.max_blocks_per_poll)
+    passphrase = _read_secret(a.key_passphrase_file) if a.key_passphrase_file else None
+    key = load_key_file(a.key_file, "provider", passphrase)
+    chain = AkashChain(a.rest, a.rpc, key, a.chain_id, gas, a.max_blocks_per_poll)
     return chain, f"akash rpc={a.rpc} rest={a.rest}"
+
+
+def _read_secret(path: Path) -> str:
+    """A one-line secret from a file (a mounted Secret), without its line end."""
+    try:
+        return path.read_text().rstrip("\r\n")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"cannot read the passphrase file {path}: {e}") from None
 
 
 async def run(config: Config, registry: CollectorRegistry | None = None) -> None:

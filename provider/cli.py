@@ -353,7 +353,13 @@ def _akash_tenant(args: argparse.Namespace) -> tuple[Any, Any]:
     from provider.chain.akash.chain import AkashChain
     from provider.chain.akash.keys import load_key_file
 
-    key = load_key_file(Path(args.key_file).expanduser(), "tenant")
+    passphrase = None
+    if args.key_passphrase_file:
+        try:
+            passphrase = Path(args.key_passphrase_file).expanduser().read_text().rstrip("\r\n")
+        except (OSError, UnicodeDecodeError) as e:
+            raise _UsageError(f"cannot read the passphrase file {args.key_passphrase_file}: {e}") from None
+    key = load_key_file(Path(args.key_file).expanduser(), "tenant", passphrase)
     return AkashChain(args.akash_rest, args.akash_rpc, key), (
         lambda scope, lifetime: akash_jwt.mint(key, scope, lifetime)
     )
@@ -448,8 +454,9 @@ def _add_tenant(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         "--akash-rest", default="http://127.0.0.1:1317", help="Akash node's REST gateway (--chain-kind akash)"
     )
     p.add_argument(
-        "--key-file", help="the tenant's Akash key: a file with its mnemonic or hex key (--chain-kind akash)"
+        "--key-file", help="the tenant's Akash key: its mnemonic, hex key or `akash keys export` (--chain-kind akash)"
     )
+    p.add_argument("--key-passphrase-file", help="the passphrase of an exported --key-file")
     s = p.add_subparsers(dest="tenant_command", required=True, metavar="COMMAND")
     keys = s.add_parser("keys", help="manage keys in the local keyring")
     ks = keys.add_subparsers(dest="keys_command", required=True, metavar="COMMAND")

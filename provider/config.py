@@ -95,7 +95,8 @@ class AkashSection(_Section):
     rpc: str = "http://127.0.0.1:26657"  # the node's CometBFT RPC (block results; its websocket wakes the feed)
     rest: str = "http://127.0.0.1:1317"  # the node's REST gateway (queries, simulate, broadcast)
     chain_id: str = ""  # checked against the node's when set (akashnet-2 on mainnet); "" takes the node's
-    key_file: FilePath | None = None  # the provider key: a BIP-39 mnemonic or a hex secp256k1 key (mount a Secret)
+    key_file: FilePath | None = None  # the provider key: a mnemonic, a hex key, or `akash keys export` output
+    key_passphrase_file: FilePath | None = None  # the passphrase of an exported (armored) key_file
     gas_price: Money = Dec.parse("0.025")  # per unit of gas, in gas_denom
     gas_denom: Literal["uakt", "uact"] = "uakt"  # what fees are paid in
     gas_adjustment: float = Field(1.5, ge=1.0, le=10.0)  # simulated gas x this is the limit

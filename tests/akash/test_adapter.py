@@ -10,14 +10,17 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
+import subprocess
 from collections.abc import Awaitable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
 
 import sdl
 from provider.chain.akash.chain import END_OF_BLOCK, AkashChain
-from provider.chain.akash.keys import AkashKey
+from provider.chain.akash.keys import AkashKey, from_armored
 from provider.chain.port import ChainError
 from provider.chain.types import BidId, Coin, OrderId
 from provider.devcluster.akash import AkashDevnet, DevnetState
@@ -82,6 +85,15 @@ def test_keys_from_the_mnemonic_are_the_clis_keys(devnet: AkashDevnet, chain: De
         shown = json.loads(devnet.akash(chain, "keys", "show", name, "--keyring-backend", "test", "--output", "json"))
         assert key.address == shown["address"] == chain.keys[name]
         assert json.loads(shown["pubkey"])["key"] == base64.b64encode(key.public_bytes).decode()
+    # the CLI's encrypted export of the same key imports to the same account
+    exported = subprocess.run(
+        [str(Path(chain.bin_dir) / "akash"), "keys", "export", "provider", "--keyring-backend", "test",
+         "--home", str(devnet.home)],
+        input="s3cret-pass\ns3cret-pass\n", capture_output=True, text=True, check=True, timeout=60,
+        env={**os.environ, "LD_LIBRARY_PATH": str(Path(chain.bin_dir).parent / "lib")},
+    ).stdout  # fmt: skip
+    assert "BEGIN TENDERMINT PRIVATE KEY" in exported
+    assert from_armored("provider", exported, "s3cret-pass").address == chain.keys["provider"]
 
 
 def test_registering_publishes_the_capabilities_and_is_idempotent(registered: DevnetState) -> None:

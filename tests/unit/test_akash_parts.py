@@ -28,6 +28,7 @@ from provider.chain.akash.keys import (
     address_bytes,
     address_of,
     bech32_address,
+    from_armored,
     load_key_file,
     verify,
 )
@@ -310,3 +311,31 @@ def test_the_akash_verifier_checks_the_issuers_key_and_the_claims() -> None:
     keys[scoped["expected"]["claims"]["iss"]] = AkashKey.from_mnemonic("v", mnemonic).public_bytes
     with pytest.raises(AuthError, match="expired"):
         check(scoped["tokenString"])
+
+
+EXPORTED = REPO / "tests" / "fixtures" / "akash" / "exported-key.txt"  # `akash keys export`, passphrase pass1234
+
+
+def test_a_key_exported_by_the_akash_cli_is_imported_with_its_passphrase(tmp_path: Path) -> None:
+    text = EXPORTED.read_text()
+    assert from_armored("x", text, "pass1234").address == "akash1kh4pwrw55ftu7f6fgc0med4h42v3elvy9ujp8q"
+    assert load_key_file(EXPORTED, "x", "pass1234").address == "akash1kh4pwrw55ftu7f6fgc0med4h42v3elvy9ujp8q"
+    with pytest.raises(AkashKeyError, match="wrong passphrase"):
+        from_armored("x", text, "pass12345")
+    with pytest.raises(AkashKeyError, match="give its passphrase"):
+        load_key_file(EXPORTED, "x")
+    lines = text.splitlines()
+    body = next(i for i, line in enumerate(lines) if line and line[0].isalnum() and ":" not in line)
+    damaged = "\n".join([*lines[:body], lines[body][:-4] + "AAAA", *lines[body + 1 :]])
+    with pytest.raises(AkashKeyError, match="checksum"):
+        from_armored("x", damaged, "pass1234")
+    with pytest.raises(AkashKeyError, match="KDF"):
+        from_armored("x", text.replace("kdf: argon2", "kdf: bcrypt"), "pass1234")
+    with pytest.raises(AkashKeyError, match="not an armored"):
+        from_armored("x", "-----BEGIN PGP MESSAGE-----\n\nAA==\n-----END PGP MESSAGE-----", "p")
+    for error in (
+        pytest.raises(AkashKeyError, match="wrong passphrase"),
+        pytest.raises(AkashKeyError, match=r"exported-key\.txt"),
+    ):
+        with error:
+            load_key_file(EXPORTED, "x", "nope")

@@ -44,7 +44,8 @@ class BlockWatcher:
                 await self._task
             self._task = None
 
-    async def _seen(self, height: int) -> None:
+    async def seen(self, height: int) -> None:
+        """A height learnt some other way (RPC status): wakes the waiters when it is new."""
         if height > self.tip:
             self.tip = height
             async with self._changed:
@@ -63,7 +64,7 @@ class BlockWatcher:
                     async for message in ws:
                         try:
                             header = json.loads(message)["result"]["data"]["value"]["header"]
-                            await self._seen(int(header["height"]))
+                            await self.seen(int(header["height"]))
                         except (KeyError, TypeError, ValueError):
                             continue  # the subscription's own acknowledgement, or something we do not follow
             except asyncio.CancelledError:
@@ -86,7 +87,7 @@ class BlockWatcher:
                 break
             if not self.connected:
                 with contextlib.suppress(Exception):
-                    await self._seen(await self.poll())
+                    await self.seen(await self.poll())
                 if self.tip > height:
                     break
             async with self._changed:

@@ -116,7 +116,7 @@ class AkashChain:
             else:
                 self._genesis = f"{chain_id}@{sync.get('earliest_block_height')}"  # a pruned node
         height = int(result["sync_info"]["latest_block_height"])
-        await self.blocks._seen(height)
+        await self.blocks.seen(height)
         return ChainStatus(chain_id, self._genesis, height)
 
     async def block_events(self, height: int) -> list[Event]:
@@ -150,6 +150,9 @@ class AkashChain:
         first = max(first, 1)
         if tip < first and wait > 0:
             tip = await self.blocks.wait_beyond(first - 1, wait)
+            if tip < first:  # nothing pushed: ask the node, in case the websocket went quiet without closing
+                tip = max(tip, await self._latest_height())
+                await self.blocks.seen(tip)
         if tip < first:
             return FeedPage((), after, tip)
         found: list[Event] = []

@@ -7,6 +7,7 @@ The cryptography is libsecp256k1's (coincurve), BIP-39 is Trezor's ``mnemonic``,
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import logging
 import re
@@ -134,9 +135,65 @@ def verify(public_key: bytes, message: bytes, signature: bytes) -> bool:
         return False
 
 
-def load_key_file(path: Path, name: str = "provider") -> AkashKey:
-    """The key in ``path``: a BIP-39 mnemonic (12 to 24 words) or a 32-byte private key in hex, as a
-    mounted Secret holds it. Errors name the file and what was wrong, never its content."""
+ARMOR = "TENDERMINT PRIVATE KEY"
+_AMINO_SECP256K1 = bytes.fromhex("e1b0f79b20")  # amino prefix of tendermint/PrivKeySecp256k1, then 32 bytes
+# cosmos-sdk's export (crypto/armor.go): argon2id(passphrase, salt), then ChaCha20-Poly1305 with a zero nonce
+_ARGON2 = {"time_cost": 1, "memory_cost": 64 * 1024, "parallelism": 4, "hash_len": 32}
+
+
+def _crc24(data: bytes) -> int:
+    """OpenPGP's CRC-24 (RFC 4880 6.1), the armor's checksum."""
+    crc = 0xB704CE
+    for byte in data:
+        crc ^= byte << 16
+        for _ in range(8):
+            crc <<= 1
+            if crc & 0x1000000:
+                crc ^= 0x1864CFB
+    return crc & 0xFFFFFF
+
+
+def from_armored(name: str, text: str, passphrase: str) -> AkashKey:
+    """A key exported by `akash keys export` (ASCII armor, argon2id + ChaCha20-Poly1305)."""
+    lines = [line.strip() for line in text.strip().splitlines()]
+    if len(lines) < 4 or lines[0] != f"-----BEGIN {ARMOR}-----" or lines[-1] != f"-----END {ARMOR}-----":
+        raise AkashKeyError(f"key {name!r}: not an armored private key from `akash keys export`")
+    try:
+        blank = lines.index("")
+        headers = dict(line.split(": ", 1) for line in lines[1:blank])
+        body = [line for line in lines[blank + 1 : -1] if not line.startswith("=")]
+        checksums = [line[1:] for line in lines[blank + 1 : -1] if line.startswith("=")]
+        data = base64.b64decode("".join(body), validate=True)
+        salt = bytes.fromhex(headers["salt"])
+    except (ValueError, KeyError):
+        raise AkashKeyError(f"key {name!r}: the armored key is malformed (headers, salt or body)") from None
+    if checksums and base64.b64decode(checksums[0] + "=" * (-len(checksums[0]) % 4)) != _crc24(data).to_bytes(3, "big"):
+        raise AkashKeyError(f"key {name!r}: the armored key's checksum does not match (damaged in copying?)")
+    if headers.get("type", "secp256k1") != "secp256k1":
+        raise AkashKeyError(f"key {name!r}: a {headers['type']} key; Akash accounts are secp256k1")
+    if headers.get("kdf") != "argon2":
+        raise AkashKeyError(
+            f"key {name!r}: exported with the {headers.get('kdf')!r} KDF (an old Cosmos SDK); export it again "
+            "with a current `akash keys export`, or use the mnemonic"
+        )
+    from argon2.low_level import Type, hash_secret_raw
+    from cryptography.exceptions import InvalidTag
+    from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+
+    secret = hash_secret_raw(passphrase.encode(), salt, type=Type.ID, **_ARGON2)
+    try:
+        plain = ChaCha20Poly1305(secret).decrypt(bytes(12), data, None)
+    except InvalidTag:
+        raise AkashKeyError(f"key {name!r}: wrong passphrase for the armored key") from None
+    if len(plain) != 37 or not plain.startswith(_AMINO_SECP256K1):
+        raise AkashKeyError(f"key {name!r}: the armored key does not hold a secp256k1 private key")
+    return AkashKey.from_private_bytes(name, plain[5:])
+
+
+def load_key_file(path: Path, name: str = "provider", passphrase: str | None = None) -> AkashKey:
+    """The key in ``path``: a BIP-39 mnemonic (12 to 24 words), a 32-byte private key in hex, or a key from
+    `akash keys export` (with its ``passphrase``), as a mounted Secret holds it. Errors name the file and
+    what was wrong, never its content."""
     try:
         mode = path.stat().st_mode
         text = path.read_text().strip()
@@ -146,6 +203,13 @@ def load_key_file(path: Path, name: str = "provider") -> AkashKey:
         raise AkashKeyError(f"the key file {path} is not text (a mnemonic or a hex private key)") from None
     if mode & stat.S_IROTH:
         log.warning("the key file is readable by every user; make it 0600 (or 0440 with the group) file=%s", path)
+    if text.startswith(f"-----BEGIN {ARMOR}-----"):
+        if passphrase is None:
+            raise AkashKeyError(f"the key file {path} is an exported (encrypted) key: give its passphrase too")
+        try:
+            return from_armored(name, text, passphrase)
+        except AkashKeyError as e:
+            raise AkashKeyError(f"the key file {path}: {e}") from None
     if re.fullmatch(r"(0x)?[0-9a-fA-F]{64}", text):
         return AkashKey.from_private_bytes(name, bytes.fromhex(text.removeprefix("0x")))
     words = text.split()
