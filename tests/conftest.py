@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
+    from provider.devcluster.akash import AkashDevnet, DevnetState
     from tests.market.conftest import ChainProcess
 
 REPO = Path(__file__).resolve().parent.parent
@@ -34,3 +35,30 @@ def chain_proc(tmp_path: Path) -> Iterator[ChainProcess]:
         yield cp
     finally:
         cp.stop()
+
+
+@pytest.fixture(scope="session")
+def devnet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AkashDevnet]:
+    """The session's Akash devnet (Akash's own node, built by make test before pytest): one validator on
+    loopback, brought up when a test first asks for it and taken down at the end."""
+    from provider.devcluster.akash import AkashDevnet
+    from provider.devcluster.errors import DevClusterError
+
+    net = AkashDevnet(tmp_path_factory.mktemp("akash-devnet") / "state")
+    try:
+        net.up(timeout=300)
+    except DevClusterError as e:
+        net.down()
+        pytest.fail(f"the Akash devnet could not start: {e}", pytrace=False)
+    try:
+        yield net
+    finally:
+        net.down()
+
+
+@pytest.fixture(scope="session")
+def chain(devnet: AkashDevnet) -> DevnetState:
+    """The devnet's endpoints, keys and the keys' mnemonics."""
+    state = devnet.load()
+    assert state is not None
+    return state

@@ -193,11 +193,13 @@ class Daemon:
 
 @contextmanager
 def daemon_running(
-    kubeconfig: Path, chain: ChainProcess, real_node: dict[str, Any], tmp: Path, **settings: Any
+    kubeconfig: Path, chain: ChainProcess | None, real_node: dict[str, Any], tmp: Path, **settings: Any
 ) -> Iterator[Daemon]:
-    """A funded, set-up, started daemon (``settings`` are Daemon fields), stopped afterwards."""
+    """A set-up, started daemon (``settings`` are Daemon fields), funded on the mock chain when one is
+    given (another chain comes with ``chain_section``), stopped afterwards."""
     d = Daemon(tmp, kubeconfig, chain, dns_ip=str(real_node["ip"]), **settings)
-    asyncio.run(funded(chain.url, d.key))
+    if chain is not None:
+        asyncio.run(funded(chain.url, d.key))
     d.setup()
     d.start()
     try:

@@ -25,33 +25,12 @@ from provider.chain.types import BidId, OrderId
 from provider.deploy.naming import namespace_for
 from provider.devcluster import pki
 from provider.devcluster.akash import AkashDevnet, DevnetState
-from provider.devcluster.errors import DevClusterError
-from tests.cluster.lifecycle_kit import Daemon, gpu_sdl
+from tests.cluster.lifecycle_kit import Daemon, daemon_running, gpu_sdl
+from tests.cluster.waiting import wait_for
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.cluster
 WAIT = 180.0
-
-
-@pytest.fixture(scope="module")
-def devnet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AkashDevnet]:
-    net = AkashDevnet(tmp_path_factory.mktemp("akash-devnet") / "state")
-    try:
-        net.up(timeout=300)
-    except DevClusterError as e:
-        net.down()
-        pytest.fail(f"the Akash devnet could not start: {e}", pytrace=False)
-    try:
-        yield net
-    finally:
-        net.down()
-
-
-@pytest.fixture(scope="module")
-def chain(devnet: AkashDevnet) -> DevnetState:
-    state = devnet.load()
-    assert state is not None
-    return state
 
 
 def tls_files(directory: Path) -> tuple[Path, Path, Path]:
@@ -75,11 +54,11 @@ def secret_file(path: Path, text: str) -> Path:
 @pytest.fixture
 def daemon(kubeconfig: Path, chain: DevnetState, real_node: dict[str, Any], tmp_path: Path) -> Iterator[Daemon]:
     key_file = secret_file(tmp_path / "provider.key", chain.mnemonics["provider"])
-    d = Daemon(
-        tmp_path / "daemon",
+    with daemon_running(
         kubeconfig,
         None,
-        dns_ip=str(real_node["ip"]),
+        real_node,
+        tmp_path / "daemon",
         chain_section={
             "kind": "akash",
             "akash": {"rpc": chain.rpc, "rest": chain.rest, "chain_id": chain.chain_id, "key_file": str(key_file)},
@@ -88,25 +67,21 @@ def daemon(kubeconfig: Path, chain: DevnetState, real_node: dict[str, Any], tmp_
         deploy_extra={"withdrawal_period_seconds": 2},
         # the bid deposit in uakt (fees are too), so the provider's uact balance moves only by what leases pay
         extra={"bidding": {"deposit": {"denom": "uakt", "amount": 500000}}},
-    )
-    d.setup()
-    d.start()
-    try:
+    ) as d:
         yield d
-    finally:
-        d.stop()
 
 
 def until(check: Any, what: str, daemon: Daemon, timeout: float = WAIT) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
+    """wait_for, failing at once with the daemon's log when the daemon has exited."""
+
+    def alive_and(check_: Any = check) -> Any:
         assert daemon.proc is not None and daemon.proc.poll() is None, f"the daemon exited:\n{daemon.logs()[-3000:]}"
-        time.sleep(1)
-    raise AssertionError(f"timed out waiting for {what} (last {last!r}):\n{daemon.logs()[-3000:]}")
+        return check_()
+
+    try:
+        return wait_for(alive_and, timeout, what)
+    except AssertionError as e:
+        raise AssertionError(f"{e}\n{daemon.logs()[-3000:]}") from None
 
 
 def tenant_cli(chain: DevnetState, key_file: Path, ca: Path, *args: str) -> Any:
