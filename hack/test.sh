@@ -16,7 +16,7 @@ start=$(date +%s)
 other=$!
 echo "test: unit, SDL, market and Akash devnet tests running beside the cluster tests (output: $other_log)"
 
-"$python" -m pytest -m cluster "$@"
+"$python" -m pytest -m cluster --durations=12 "$@"
 cluster_rc=$?
 
 wait "$other"
