@@ -54,7 +54,7 @@ def build_chain(config: Config) -> tuple[ChainPort, str]:
     try:  # imported only for Akash: its protobuf types are generated at build time (make proto)
         from provider.chain.akash.chain import AkashChain
         from provider.chain.akash.client import GasSettings
-        from provider.chain.akash.keys import load_key_file
+        from provider.chain.akash.keys import load_key_file, read_passphrase
     except ImportError as e:
         raise ConfigError(
             f"chain.kind akash: the Akash adapter's protobuf types are missing ({e}); generate them with "
@@ -63,18 +63,10 @@ def build_chain(config: Config) -> tuple[ChainPort, str]:
     a = c.akash
     assert a.key_file is not None  # the config refuses kind akash without one
     gas = GasSettings(a.gas_price, a.gas_denom, a.gas_adjustment, a.inclusion_timeout)
-    passphrase = _read_secret(a.key_passphrase_file) if a.key_passphrase_file else None
+    passphrase = read_passphrase(a.key_passphrase_file) if a.key_passphrase_file else None
     key = load_key_file(a.key_file, "provider", passphrase)
     chain = AkashChain(a.rest, a.rpc, key, a.chain_id, gas, a.max_blocks_per_poll)
     return chain, f"akash rpc={a.rpc} rest={a.rest}"
-
-
-def _read_secret(path: Path) -> str:
-    """A one-line secret from a file (a mounted Secret), without its line end."""
-    try:
-        return path.read_text().rstrip("\r\n")
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"cannot read the passphrase file {path}: {e}") from None
 
 
 async def run(config: Config, registry: CollectorRegistry | None = None) -> None:

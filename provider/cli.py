@@ -351,14 +351,14 @@ def _akash_tenant(args: argparse.Namespace) -> tuple[Any, Any]:
         raise _UsageError("--chain-kind akash needs --key-file: a file with the tenant's mnemonic or hex key")
     from provider.chain.akash import jwt as akash_jwt
     from provider.chain.akash.chain import AkashChain
-    from provider.chain.akash.keys import load_key_file
+    from provider.chain.akash.keys import AkashKeyError, load_key_file, read_passphrase
 
     passphrase = None
     if args.key_passphrase_file:
         try:
-            passphrase = Path(args.key_passphrase_file).expanduser().read_text().rstrip("\r\n")
-        except (OSError, UnicodeDecodeError) as e:
-            raise _UsageError(f"cannot read the passphrase file {args.key_passphrase_file}: {e}") from None
+            passphrase = read_passphrase(Path(args.key_passphrase_file).expanduser())
+        except AkashKeyError as e:  # a usage error here, as before
+            raise _UsageError(str(e)) from None
     key = load_key_file(Path(args.key_file).expanduser(), "tenant", passphrase)
     return AkashChain(args.akash_rest, args.akash_rpc, key), (
         lambda scope, lifetime: akash_jwt.mint(key, scope, lifetime)

@@ -26,6 +26,7 @@ import shutil
 import subprocess
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -186,6 +187,22 @@ class AkashDevnet:
     def balance(self, state: DevnetState, address: str, denom: str) -> int:
         found = self._get(f"{state.rest}/cosmos/bank/v1beta1/balances/{address}/by_denom?denom={denom}")
         return int(found["balance"]["amount"]) if found else 0
+
+    def txs(self, state: DevnetState, query: str) -> list[dict[str, Any]]:
+        """Every transaction the chain's index finds for a CometBFT ``query`` (all pages), as tx
+        responses: the tx itself, its result code and its events."""
+        found_all: list[dict[str, Any]] = []
+        page = 1
+        while True:
+            found = self._get(
+                f"{state.rest}/cosmos/tx/v1beta1/txs?query={urllib.parse.quote(query)}&page={page}&limit=100"
+            )
+            if found is None:
+                raise DevClusterError(f"the chain's tx search did not answer for {query!r}")
+            found_all += found.get("tx_responses") or []
+            if page * 100 >= int(found.get("total") or 0):
+                return found_all
+            page += 1
 
     # up / down ------------------------------------------------------------------------------------------
     def up(self, timeout: float = 180, progress: bool = False) -> DevnetState:

@@ -104,22 +104,13 @@ def bid_transactions(devnet: AkashDevnet, chain: DevnetState) -> Counter[tuple[s
     """Every successful MsgCreateBid the provider's account ever sent, by (owner, dseq), from the
     chain's transaction index."""
     counts: Counter[tuple[str, int]] = Counter()
-    page = 1
-    while True:
-        query = f"message.sender='{chain.keys['provider']}'"
-        found = devnet._get(
-            f"{chain.rest}/cosmos/tx/v1beta1/txs?query={urllib.request.quote(query)}&page={page}&limit=100"
-        )
-        assert found is not None, "the chain's tx search did not answer"
-        for tx, response in zip(found.get("txs") or [], found.get("tx_responses") or [], strict=True):
-            if int(response.get("code", 0)):
-                continue
-            for msg in tx["body"]["messages"]:
-                if msg["@type"] == "/akash.market.v1beta5.MsgCreateBid":
-                    counts[(msg["id"]["owner"], int(msg["id"]["dseq"]))] += 1
-        if page * 100 >= int(found.get("total") or 0):
-            return counts
-        page += 1
+    for response in devnet.txs(chain, f"message.sender='{chain.keys['provider']}'"):
+        if int(response.get("code", 0)):
+            continue
+        for msg in response["tx"]["body"]["messages"]:
+            if msg["@type"] == "/akash.market.v1beta5.MsgCreateBid":
+                counts[(msg["id"]["owner"], int(msg["id"]["dseq"]))] += 1
+    return counts
 
 
 @pytest.fixture(scope="module")

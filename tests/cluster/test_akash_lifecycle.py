@@ -12,7 +12,6 @@ import os
 import subprocess
 import sys
 import time
-import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -96,27 +95,22 @@ def tenant_cli(chain: DevnetState, key_file: Path, ca: Path, *args: str) -> Any:
     return json.loads(proc.stdout)
 
 
+WITHDRAWALS = "message.sender='{}' AND message.action='/akash.market.v1beta5.MsgWithdrawLease'"
+
+
 def withdrawals(devnet: AkashDevnet, chain: DevnetState) -> int:
     """uact the provider received from its own MsgWithdrawLease transactions (the chain's tx index)."""
-    provider, total, page = chain.keys["provider"], 0, 1
-    query = urllib.parse.quote(
-        f"message.sender='{provider}' AND message.action='/akash.market.v1beta5.MsgWithdrawLease'"
-    )
-    while True:
-        found = devnet._get(f"{chain.rest}/cosmos/tx/v1beta1/txs?query={query}&page={page}&limit=100")
-        assert found is not None
-        for response in found.get("tx_responses") or []:
-            if int(response.get("code", 0)):
-                continue
-            for e in response["events"]:
-                attrs = {a["key"]: a["value"] for a in e["attributes"]}
-                if e["type"] == "coin_received" and attrs.get("receiver") == provider:
-                    amount = attrs["amount"]
-                    assert amount.endswith("uact"), amount
-                    total += int(amount.removesuffix("uact"))
-        if page * 100 >= int(found.get("total") or 0):
-            return total
-        page += 1
+    provider, total = chain.keys["provider"], 0
+    for response in devnet.txs(chain, WITHDRAWALS.format(provider)):
+        if int(response.get("code", 0)):
+            continue
+        for e in response["events"]:
+            attrs = {a["key"]: a["value"] for a in e["attributes"]}
+            if e["type"] == "coin_received" and attrs.get("receiver") == provider:
+                amount = attrs["amount"]
+                assert amount.endswith("uact"), amount
+                total += int(amount.removesuffix("uact"))
+    return total
 
 
 def test_an_akash_lease_from_the_cli_runs_on_the_real_node_pays_and_goes_away(
@@ -219,8 +213,4 @@ def _ready(status: Any) -> Any:
 
 
 def _withdrawn_twice(devnet: AkashDevnet, chain: DevnetState) -> bool:
-    query = urllib.parse.quote(
-        f"message.sender='{chain.keys['provider']}' AND message.action='/akash.market.v1beta5.MsgWithdrawLease'"
-    )
-    found = devnet._get(f"{chain.rest}/cosmos/tx/v1beta1/txs?query={query}&limit=1")
-    return int((found or {}).get("total") or 0) >= 2
+    return len(devnet.txs(chain, WITHDRAWALS.format(chain.keys["provider"]))) >= 2

@@ -65,6 +65,19 @@ def _parse_cursor(cursor: str) -> tuple[int, int]:
         raise ChainError("bad_cursor", f"{cursor!r} is not an Akash feed cursor (height:index)", 400) from None
 
 
+def _id_query(order: OrderId, provider: str | None = None) -> dict[str, Any]:
+    """An order's (or, with ``provider``, a bid's or lease's) id as the REST gateway's query parameters."""
+    query: dict[str, Any] = {
+        "id.owner": order.owner,
+        "id.dseq": order.dseq,
+        "id.gseq": order.gseq,
+        "id.oseq": order.oseq,
+    }
+    if provider is not None:
+        query["id.provider"] = provider
+    return query
+
+
 class AkashChain:
     """The chain port on Akash. ``max_blocks`` bounds how many blocks one ``events`` call reads."""
 
@@ -80,16 +93,15 @@ class AkashChain:
     ) -> None:
         self.client = AkashClient(rest, rpc, key, chain_id, gas, timeout)
         self.expected_chain_id = chain_id
-        self.key = key
         self.max_blocks = max_blocks
         self.blocks = BlockWatcher(rpc, self._latest_height)
         self._genesis = ""
 
     @property
     def address(self) -> str:
-        if self.key is None:
+        if self.client.key is None:
             raise ChainError("no_key", "this Akash client has no signing key")
-        return self.key.address
+        return self.client.key.address
 
     async def aclose(self) -> None:
         await self.blocks.aclose()
@@ -170,10 +182,7 @@ class AkashChain:
 
     # -- reads -------------------------------------------------------------------------------------------
     async def order(self, oid: OrderId) -> Order | None:
-        found = await self.client.rest(
-            f"{MARKET}/orders/info",
-            {"id.owner": oid.owner, "id.dseq": oid.dseq, "id.gseq": oid.gseq, "id.oseq": oid.oseq},
-        )
+        found = await self.client.rest(f"{MARKET}/orders/info", _id_query(oid))
         return convert.order(found["order"]) if found else None
 
     async def orders(
@@ -185,17 +194,7 @@ class AkashChain:
         return [convert.order(r) for r in rows]
 
     async def bid(self, bid_id: BidId) -> Bid | None:
-        o = bid_id.order
-        found = await self.client.rest(
-            f"{MARKET}/bids/info",
-            {
-                "id.owner": o.owner,
-                "id.dseq": o.dseq,
-                "id.gseq": o.gseq,
-                "id.oseq": o.oseq,
-                "id.provider": bid_id.provider,
-            },
-        )
+        found = await self.client.rest(f"{MARKET}/bids/info", _id_query(bid_id.order, bid_id.provider))
         return convert.bid(found) if found else None
 
     async def bids(
@@ -205,17 +204,7 @@ class AkashChain:
         return [convert.bid(r) for r in await self.client.rest_pages(f"{MARKET}/bids/list", "bids", filters)]
 
     async def lease(self, lease_id: BidId) -> Lease | None:
-        o = lease_id.order
-        found = await self.client.rest(
-            f"{MARKET}/leases/info",
-            {
-                "id.owner": o.owner,
-                "id.dseq": o.dseq,
-                "id.gseq": o.gseq,
-                "id.oseq": o.oseq,
-                "id.provider": lease_id.provider,
-            },
-        )
+        found = await self.client.rest(f"{MARKET}/leases/info", _id_query(lease_id.order, lease_id.provider))
         return convert.lease(found) if found else None
 
     async def leases(

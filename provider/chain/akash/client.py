@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import math
-import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -59,7 +58,6 @@ _TX_ERRORS = (
     ("invalid host uri", "invalid_host_uri"),
 )
 _TRANSIENT = {"bad_sequence", "out_of_gas", "tx_in_mempool", "mempool_full", "insufficient_fee"}
-_EXPECTED_SEQUENCE = re.compile(r"expected (\d+), got (\d+)")
 
 
 def tx_error(code: int, codespace: str, raw_log: str, what: str) -> ChainError:

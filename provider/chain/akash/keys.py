@@ -190,6 +190,14 @@ def from_armored(name: str, text: str, passphrase: str) -> AkashKey:
     return AkashKey.from_private_bytes(name, plain[5:])
 
 
+def read_passphrase(path: Path) -> str:
+    """An exported key's passphrase from a file (a mounted Secret), without its line end."""
+    try:
+        return path.read_text().rstrip("\r\n")
+    except (OSError, UnicodeDecodeError) as e:
+        raise AkashKeyError(f"cannot read the passphrase file {path}: {e}") from None
+
+
 def load_key_file(path: Path, name: str = "provider", passphrase: str | None = None) -> AkashKey:
     """The key in ``path``: a BIP-39 mnemonic (12 to 24 words), a 32-byte private key in hex, or a key from
     `akash keys export` (with its ``passphrase``), as a mounted Secret holds it. Errors name the file and
