@@ -12,22 +12,24 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-# The Akash adapter's protobuf types, generated from the vendored .proto files (cached by input hash).
+# The Akash adapter's protobuf types (provider/chain/akash/pb, committed): regenerate them from the
+# vendored .proto files after changing an input, then commit; `make lint` checks they match.
 proto: $(STAMP)
 	$(BIN)/python hack/akash-proto/generate.py
 
 # The main job on the embedded defaults: the provider daemon following the mock chain, selling the
 # dev cluster's simulated GPUs (see hack/run-local.sh).
-run: proto
+run: $(STAMP)
 	$(BIN)/gpu-provider sdl check sdl/examples/llm-inference.yaml
 	bash hack/run-local.sh
 
 # The whole flow, narrated: a tenant deploys sdl/examples/llm-inference.yaml on the dev cluster through
 # the mock chain and a real daemon, sees it ready, closes it and sees the escrow settled.
-demo: proto
+demo: $(STAMP)
 	$(BIN)/gpu-provider demo
 
-lint: proto
+lint: $(STAMP)
+	$(BIN)/python hack/akash-proto/generate.py --check
 	$(BIN)/ruff check provider sdl tests bench
 	$(BIN)/ruff format --check provider sdl tests bench
 	$(BIN)/mypy
@@ -43,10 +45,10 @@ test: lint
 	  wait $$dc && [ $$ak -eq 0 ]
 	bash hack/test.sh $(BIN)/python
 
-devcluster: proto
+devcluster: $(STAMP)
 	$(BIN)/gpu-provider devcluster up
 
-bench: proto
+bench: $(STAMP)
 	$(BIN)/python bench/sdl_parse.py
 	$(BIN)/python bench/devcluster.py
 	$(BIN)/python bench/realnode.py

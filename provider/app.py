@@ -51,14 +51,15 @@ def build_chain(config: Config) -> tuple[ChainPort, str]:
     c = config.chain
     if c.kind == "mock":
         return ChainClient(c.url, Keyring(c.keyring).get(c.key)), c.url
-    try:  # imported only for Akash: its protobuf types are generated at build time (make proto)
+    try:  # imported only for Akash (its protobuf types are generated, committed in provider/chain/akash/pb)
         from provider.chain.akash.chain import AkashChain
         from provider.chain.akash.client import GasSettings
         from provider.chain.akash.keys import load_key_file, read_passphrase
     except ImportError as e:
         raise ConfigError(
-            f"chain.kind akash: the Akash adapter's protobuf types are missing ({e}); generate them with "
-            "`make proto` (hack/akash-proto/generate.py) before installing or building the image"
+            f"chain.kind akash: the Akash adapter cannot be imported ({e}); this installation lacks "
+            "provider/chain/akash/pb (an install from an incomplete source tree?): reinstall from a full "
+            "checkout, or regenerate it with `make proto`"
         ) from None
     a = c.akash
     assert a.key_file is not None  # the config refuses kind akash without one
@@ -140,6 +141,8 @@ async def run(config: Config, registry: CollectorRegistry | None = None) -> None
             maintenance=b.maintenance,
             recheck_seconds=b.recheck_seconds,
             max_waiting_orders=b.max_waiting_orders,
+            gap_rescan_seconds=b.gap_rescan_seconds,
+            register_debounce_seconds=b.register_debounce_seconds,
         ),
         BidMetrics(registry),
         on_lease_won=leases.lease_won if leases is not None else None,

@@ -6,12 +6,14 @@ Inputs (nothing hand-written):
   gogoproto and gogo's googleapis, from the Go module proxy (``go mod download``);
 - protoc from grpcio-tools, and mypy-protobuf for the .pyi stubs that keep the adapter under mypy --strict.
 
-Output: the package ``provider/chain/akash/pb`` (git-ignored). The generated absolute imports
+Output: the package ``provider/chain/akash/pb``, committed, so that a clean clone, its image and its
+wheel run ``chain.kind: akash`` with nothing from ../shared. ``--check`` (run by ``make lint``) fails
+when the committed package is not exactly what the inputs generate. The generated absolute imports
 (``from akash.market.v1beta5 import ...``) are rewritten into that package, so nothing lands at the top
 level (a generated ``google.api`` there would shadow the protobuf runtime's ``google`` package).
 
 Cached by the hash of the inputs under $GPU_PROVIDER_CACHE/akash/proto-HASH; a cached tree is copied in
-at once. Run by make before lint, tests, the image build and ``make run``.
+at once. ``make proto`` regenerates it (commit the result).
 
     python hack/akash-proto/generate.py [--check]
 """
@@ -152,30 +154,55 @@ def generate(dest: Path) -> None:
     say(f"generated {len(files)} .proto files")
 
 
-def main() -> int:
-    if not (VENDOR / CHAIN_SDK).is_file():
-        say(f"no vendored chain-sdk at {VENDOR} (set GPU_PROVIDER_AKASH_VENDOR)")
-        return 3
-    digest = input_hash()
+def cached_tree(digest: str) -> Path:
+    """The generated tree for ``digest``, generating it once."""
     cached = CACHE / f"proto-{digest}"
-    stamp = OUT / ".inputs"
-    if stamp.is_file() and stamp.read_text().strip() == digest:
-        return 0
     if not (cached / ".complete").is_file():
         say(f"generating Python types from the Akash, cosmos-sdk and gogoproto .proto files into {cached}")
         CACHE.mkdir(parents=True, exist_ok=True)
         partial = Path(tempfile.mkdtemp(prefix="proto.", dir=CACHE))
         shutil.rmtree(partial)
         generate(partial)
+        (partial / ".inputs").write_text(digest + "\n")
         (partial / ".complete").touch()
         shutil.rmtree(cached, ignore_errors=True)
         partial.rename(cached)
         for old in CACHE.glob("proto-*"):
             if old != cached:
                 shutil.rmtree(old, ignore_errors=True)
+    return cached
+
+
+def files_of(root: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(root)): p.read_bytes()
+        for p in root.rglob("*")
+        if p.is_file() and p.name != ".complete" and "__pycache__" not in p.parts
+    }
+
+
+def main() -> int:
+    check = "--check" in sys.argv[1:]
+    if not (VENDOR / CHAIN_SDK).is_file():
+        say(f"no vendored chain-sdk at {VENDOR} (set GPU_PROVIDER_AKASH_VENDOR)")
+        return 3
+    digest = input_hash()
+    stamp = OUT / ".inputs"
+    if not check and stamp.is_file() and stamp.read_text().strip() == digest:
+        return 0
+    want = files_of(cached_tree(digest))
+    if check:
+        have = files_of(OUT) if OUT.is_dir() else {}
+        wrong = sorted(n for n in want.keys() | have.keys() if want.get(n) != have.get(n))
+        if wrong:
+            say(
+                f"{OUT.relative_to(REPO)} is not what its inputs generate ({len(wrong)} files differ, e.g. "
+                f"{', '.join(wrong[:3])}): run `make proto` and commit the result"
+            )
+            return 1
+        return 0
     shutil.rmtree(OUT, ignore_errors=True)
-    shutil.copytree(cached, OUT, ignore=shutil.ignore_patterns(".complete"))
-    stamp.write_text(digest + "\n")
+    shutil.copytree(cached_tree(digest), OUT, ignore=shutil.ignore_patterns(".complete"))
     return 0
 
 
