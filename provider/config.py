@@ -156,6 +156,8 @@ class BiddingSection(_Section):
     maintenance: bool = False  # no new bids, leases still served (`gpu-provider maintenance on` needs no restart)
     recheck_seconds: float = Field(5.0, gt=0, le=3600)  # orders skipped for capacity: tried again this often
     max_waiting_orders: int = Field(1000, ge=0, le=100_000)  # orders remembered for that; oldest forgotten first
+    gap_rescan_seconds: float = Field(30.0, gt=0, le=3600)  # after feed gaps: chain reconciled at most this often
+    register_debounce_seconds: float = Field(30.0, ge=0, le=86_400)  # GPU model changes published once this stable
 
     @model_validator(mode="before")
     @classmethod

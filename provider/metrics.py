@@ -97,6 +97,29 @@ class BidMetrics:
             "Bids placed on an order first skipped for want of capacity, once capacity came back.",
             registry=registry,
         )
+        self.feed_gaps = Counter(
+            "gpu_provider_chain_feed_gaps_total",
+            "Times the chain feed passed over heights it could not read whole, by reason (pruned: the node no "
+            "longer has them | block_events_not_kept: read from the tx index | not_indexed).",
+            ["reason"],
+            registry=registry,
+        )
+        self.feed_gap_blocks = Counter(
+            "gpu_provider_chain_feed_gap_blocks_total",
+            "Blocks the chain feed could not read whole, by reason (as gpu_provider_chain_feed_gaps_total).",
+            ["reason"],
+            registry=registry,
+        )
+        self.feed_rescans = Counter(
+            "gpu_provider_chain_feed_rescans_total",
+            "Reconciliations with the chain's open orders, bids and leases after feed gaps.",
+            registry=registry,
+        )
+        self.capability_updates = Counter(
+            "gpu_provider_capability_updates_total",
+            "Times the GPU models published on chain were updated after start (a model added or removed).",
+            registry=registry,
+        )
         self.leases_refused = Counter(
             "gpu_provider_leases_refused_total",
             "Won leases closed on chain because their capacity could not be allocated, by reason.",

@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from provider.devcluster.akash import NodeShape
+
 if TYPE_CHECKING:
     from provider.devcluster.akash import AkashDevnet, DevnetState
     from tests.market.conftest import ChainProcess
@@ -15,6 +17,9 @@ if TYPE_CHECKING:
 REPO = Path(__file__).resolve().parent.parent
 SHARED = Path(REPO.parent / "shared")
 CORPUS = SHARED / "corpus"
+# the session devnet: a chain exported and restarted (genesis above height 1) on a node that prunes blocks
+# older than 25 (min-retain-blocks, the evidence window cut to match), as mainnet nodes are
+SESSION_NODE_SHAPE = NodeShape(initial_height=1000, retain_blocks=25)
 
 
 @pytest.fixture(scope="session")
@@ -40,11 +45,13 @@ def chain_proc(tmp_path: Path) -> Iterator[ChainProcess]:
 @pytest.fixture(scope="session")
 def devnet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AkashDevnet]:
     """The session's Akash devnet (Akash's own node, built by make test before pytest): one validator on
-    loopback, brought up when a test first asks for it and taken down at the end."""
+    loopback, brought up when a test first asks for it and taken down at the end. Shaped like a mainnet
+    node rather than a fresh chain (SESSION_NODE_SHAPE): its genesis starts above height 1 and it prunes
+    old blocks, so every Akash test runs where the real network's nodes are."""
     from provider.devcluster.akash import AkashDevnet
     from provider.devcluster.errors import DevClusterError
 
-    net = AkashDevnet(tmp_path_factory.mktemp("akash-devnet") / "state")
+    net = AkashDevnet(tmp_path_factory.mktemp("akash-devnet") / "state", SESSION_NODE_SHAPE)
     try:
         net.up(timeout=300)
     except DevClusterError as e:

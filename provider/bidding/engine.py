@@ -32,7 +32,7 @@ from provider.bidding.policy import GpuOffer, ProviderProfile, decide
 from provider.bidding.ports import InventoryPort
 from provider.bidding.pricing import GpuModels, NoPrice, PricingPort, Quote
 from provider.chain.port import ChainError, ChainPort
-from provider.chain.types import BidId, Coin, Event, Order, OrderId
+from provider.chain.types import BidId, Coin, Event, FeedGap, Order, OrderId
 from provider.domain import UnitDemand
 from provider.errors import ProviderError
 from provider.files import write_private
@@ -65,6 +65,8 @@ class EngineConfig:
     maintenance: bool = False  # no new bids (leases are still served); also on while <state_dir>/maintenance exists
     recheck_seconds: float = 5.0  # how often orders skipped for capacity are tried again once capacity frees
     max_waiting_orders: int = 1000  # orders remembered for that (the oldest is forgotten first)
+    gap_rescan_seconds: float = 30.0  # at most one reconciliation with the chain this often after feed gaps
+    register_debounce_seconds: float = 30.0  # a change in the GPU models offered must hold this long to be published
 
 
 MAINTENANCE_FILE = "maintenance"  # `gpu-provider maintenance on` creates it in the state directory
@@ -127,6 +129,14 @@ class BidEngine:
         self._rechecks: dict[OrderId, asyncio.Task[None]] = {}
         self._recheck_at = 0.0
         self._recheck_freed = -1
+        # capabilities: the GPU models on chain, the ones the cluster has now, and since when it has them
+        self._published: frozenset[GpuOffer] | None = None
+        self._capabilities: frozenset[GpuOffer] = frozenset()
+        self._capabilities_since = 0.0
+        # feed gaps: a reconciliation with the chain is owed, not before ``_rescan_at``
+        self._rescan_due = False
+        self._rescan_at = 0.0
+        self._gap_reasons: set[str] = set()
 
     # -- durable cursor --------------------------------------------------------------------------
     def load_cursor(self) -> SavedCursor | None:
@@ -170,17 +180,21 @@ class BidEngine:
         )
         if offers != self.profile.gpu_offers:
             self.profile = replace(self.profile, gpu_offers=offers)
+        capabilities = gpu_capabilities(self.inventory.current.nodes)
+        if capabilities != self._capabilities:
+            self._capabilities, self._capabilities_since = capabilities, time.monotonic()
 
     async def register(self) -> None:
         """Publish our attributes with the capabilities Akash's market checks a bid against: GPU models
         (capabilities/gpu/vendor/nvidia/model/<m>[/ram/<r>[/interface/<i>]]) and persistent storage classes
         (capabilities/storage/<n>/class and /persistent)."""
         await self.refresh_inventory(force=True)
+        offers = self._capabilities
         attrs = dict(self.config.attributes)
         for n, storage_class in enumerate(sorted(self.config.storage_classes), start=1):
             attrs[f"capabilities/storage/{n}/class"] = storage_class
             attrs[f"capabilities/storage/{n}/persistent"] = "true"
-        for offer in self.profile.gpu_offers:
+        for offer in sorted(offers, key=lambda o: (o.model, o.ram_class, o.interface)):
             base = f"capabilities/gpu/vendor/nvidia/model/{offer.model}"
             attrs[base] = "true"
             attrs[f"{base}/ram/{offer.ram_class}"] = "true"
@@ -189,7 +203,34 @@ class BidEngine:
         current = await self.chain.provider(self.me)
         if current is None or current.attributes != attrs or current.host_uri != self.config.host_uri:
             await self.chain.register_provider(attrs, self.config.host_uri)
+            if self._published is not None:
+                self.metrics.capability_updates.inc()
+                log.info(
+                    "capabilities published again gpu_models=%s",
+                    ",".join(sorted({f"{o.model}/{o.ram_class}/{o.interface}" for o in offers})) or "none",
+                )
+        self._published = offers
         await self._load_audits()
+
+    async def _republish(self) -> None:
+        """Publish the GPU models again once the cluster's set has changed and held still for the debounce
+        (a node joining, a model added, a node removed); a node NotReady or cordoned keeps its model."""
+        if self._published is None:
+            return
+        if time.monotonic() - self._refreshed_at > self.config.register_debounce_seconds:
+            try:
+                await self.refresh_inventory()
+            except ProviderError as e:
+                log.warning("inventory refresh for the published GPU models failed error=%r", str(e)[:300])
+                return
+        if self._capabilities == self._published:
+            return
+        if time.monotonic() - self._capabilities_since < self.config.register_debounce_seconds:
+            return
+        try:
+            await self.register()
+        except ProviderError as e:  # tried again after the next page
+            log.warning("capabilities not published, will retry error=%r", str(e)[:300])
 
     async def _load_audits(self) -> None:
         info = await self.chain.provider(self.me)
@@ -248,8 +289,10 @@ class BidEngine:
         self._chain_id, self._genesis = status.chain_id, status.genesis
         cursor = ""
         if saved is not None:
-            if (saved.chain_id, saved.genesis) == (status.chain_id, status.genesis):
+            if saved.chain_id == status.chain_id and status.names(saved.genesis):
                 cursor = saved.cursor
+                if saved.genesis != status.genesis:  # an older release's name for this chain: saved anew below
+                    log.info("cursor moved to the chain's new identity old=%s new=%s", saved.genesis, status.genesis)
             else:
                 self.metrics.chain_resets.inc()
                 log.warning(
@@ -299,6 +342,8 @@ class BidEngine:
                     cursor = restarted
                     continue
                 self.height = max(self.height, page.height)
+                if page.gap is not None:
+                    self._feed_gap(page.gap)
                 for event in page.events:
                     self._dispatch(event)
                     cursor = event.cursor
@@ -306,6 +351,8 @@ class BidEngine:
                     cursor = page.cursor
                 await self._expire_holds()
                 await self._recheck_waiting()
+                await self._rescan_after_gap()
+                await self._republish()
                 await self._flush_cursor()
                 if self._maintenance and not self.in_maintenance():  # over: bid on what is open now
                     try:
@@ -315,6 +362,59 @@ class BidEngine:
                         log.warning("catch-up after maintenance failed, retrying error=%r", str(e)[:300])
         finally:
             await self._drain()
+
+    def _feed_gap(self, gap: FeedGap) -> None:
+        self.metrics.feed_gaps.labels(reason=gap.reason).inc()
+        self.metrics.feed_gap_blocks.labels(reason=gap.reason).inc(gap.last - gap.first + 1)
+        # every pruned gap is worth a warning; a node that keeps no block results gaps on every block: once
+        report = log.warning if gap.reason == "pruned" or gap.reason not in self._gap_reasons else log.debug
+        self._gap_reasons.add(gap.reason)
+        report(
+            "chain feed gap: events of heights %d..%d may be missing (reason=%s); reconciling with the chain's "
+            "open orders, bids and leases (node settings: docs/akash.md)",
+            gap.first,
+            gap.last,
+            gap.reason,
+        )
+        self._rescan_due = True
+
+    async def _rescan_after_gap(self) -> None:
+        """After a gap, what its events would have told, read from the chain's state instead: every open
+        order is considered, leases we won are handed over, our leases closed meanwhile are released.
+        At most once per ``gap_rescan_seconds``, so a node that keeps nothing costs a scan, never a spin."""
+        if not self._rescan_due or time.monotonic() < self._rescan_at:
+            return
+        self._rescan_at = time.monotonic() + self.config.gap_rescan_seconds
+        try:
+            await self._reconcile_leases()
+            await self._catch_up_orders()
+        except ProviderError as e:
+            log.warning("reconciliation after a feed gap failed, will retry error=%r", str(e)[:300])
+            return
+        self._rescan_due = False
+        self.metrics.feed_rescans.inc()
+
+    async def _reconcile_leases(self) -> None:
+        """Leases won in a gap are handed over; leases of ours closed in a gap are released and closed."""
+        active = {lease.id for lease in await self.chain.leases(provider=self.me, state="active")}
+        for bid in active:
+            held = self.holds.get(str(bid.order))
+            known = self.holds.lease_has_pods(str(bid)) if held is None else bool(held.lease_id)
+            if not known:
+                await self._won(bid)
+        ours = {r.lease_id for r in self.holds.holds() if r.lease_id} | set(self.holds.leases_running())
+        for text in sorted(ours):
+            try:
+                bid = BidId.parse(text)
+            except ValueError:
+                continue
+            if bid.provider != self.me or bid in active:
+                continue
+            lease = await self.chain.lease(bid)  # a list can miss one; only the lease's own answer closes it
+            if lease is not None and lease.state != "active":
+                self._release(bid.order, "closed")
+                if self.on_lease_closed is not None:
+                    await self.on_lease_closed(bid)
 
     async def _start_until_ready(self, stop: asyncio.Event) -> str | None:
         while not stop.is_set():
@@ -685,6 +785,15 @@ class BidEngine:
     async def _price(self, order: Order, group: GroupSpec, held: Reservation) -> Quote | NoPrice:
         gpu_models: GpuModels = {p.unit_id: p.gpu for p in held.placements if p.resources.gpus}
         return await self.pricing.price(group, gpu_models, order.id.owner)
+
+
+def gpu_capabilities(nodes: Any) -> frozenset[GpuOffer]:
+    """The GPU models to publish on chain: every node's model, whether it sells now or not (a node
+    NotReady, cordoned or between device-plugin restarts comes back; bids still check it sells), except
+    shared GPUs, which are never sold whole."""
+    return frozenset(
+        GpuOffer(n.model, n.ram_class, n.interface) for n in nodes if n.model and n.gpus_total and not n.sharing
+    )
 
 
 def _order_key(event: Event) -> str:

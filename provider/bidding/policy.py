@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from provider.domain import MAX_VOLUMES_PER_UNIT, GpuRequirement
 from provider.money import Dec, MoneyError
 from sdl import group_limit_problems
-from sdl.spec import GroupSpec
+from sdl.spec import EndpointKind, GroupSpec
 
 SKIP_REASONS = (
     "invalid_order",
@@ -83,6 +83,11 @@ def decide(owner: str, group: GroupSpec, profile: ProviderProfile) -> Decision:
             Dec.from_decimal(unit.price.amount)
     except MoneyError as e:
         return _skip("invalid_order", f"price: {e}")
+    leased_ips = [
+        u.resources.id for u in group.resources if any(e.kind == EndpointKind.LEASED_IP for e in u.resources.endpoints)
+    ]
+    if leased_ips:  # we have no IP leases to give: bidding would serve them as node ports, not what was bought
+        return _skip("ip_leases_not_offered", f"unit {leased_ips[0]} asks for a leased IP; this provider offers none")
     required = {a.key: a.value for a in group.attributes or ()}
     all_of, any_of = group.signed_by_all_of or (), group.signed_by_any_of or ()
     if all_of or any_of:

@@ -125,6 +125,12 @@ class ChainStatus:
     chain_id: str
     genesis: str  # identifies this chain's history: a reset or another chain has another one
     height: int
+    # earlier names of this same history (what older releases stored): accepted as ``genesis``, then replaced
+    aliases: tuple[str, ...] = ()
+
+    def names(self, genesis: str) -> bool:
+        """Whether a stored identity (a cursor's, a label's, possibly cut to 63 characters) is this chain's."""
+        return bool(genesis) and (genesis == self.genesis or genesis in self.aliases)
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,7 +142,18 @@ class ProviderInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class FeedGap:
+    """Heights the feed could not read whole: their events may be missing, so the reader reconciles with
+    the chain's current state (open orders, its own bids and leases) instead of trusting the feed."""
+
+    first: int
+    last: int
+    reason: str  # pruned (the node no longer has them) | block_events_not_kept | not_indexed
+
+
+@dataclass(frozen=True, slots=True)
 class FeedPage:
     events: tuple[Event, ...]
     cursor: str  # opaque: pass it back to get what follows
     height: int  # the chain's height when the page was read
+    gap: FeedGap | None = None  # set when the page passed over heights it could not read whole

@@ -53,6 +53,10 @@ class LeaseRef:
     id: LeaseId
     chain_id: str
     genesis: str
+    # the chain identity the lease's pod and claim templates were first built with, when it differs from
+    # ``genesis`` (an install from before the identity changed): kept there, since changing a template
+    # label rolls every pod and a StatefulSet's claim templates cannot change at all
+    pod_genesis: str = ""
 
 
 def _meta(name: str, namespace: str | None, labels: Mapping[str, str]) -> Obj:
@@ -263,8 +267,9 @@ def _workload(
     catalogue: Catalogue,
 ) -> Obj:
     labels = {**base_labels(ref), naming.SERVICE_LABEL: svc.name}
+    pod_labels = {**labels, naming.GENESIS_LABEL: ref.pod_genesis[:63]} if ref.pod_genesis else labels
     terms = gpu_node_terms(svc.resources, observed, catalogue) if svc.resources.gpu_units else []
-    template, claims = _pod(ref, svc, settings, dict(sorted(labels.items())), terms)
+    template, claims = _pod(ref, svc, settings, dict(sorted(pod_labels.items())), terms)
     selector = {"matchLabels": {naming.SERVICE_LABEL: svc.name}}
     if claims:
         templates = []
@@ -278,7 +283,7 @@ def _workload(
             if target:
                 pvc_spec["storageClassName"] = target
             templates.append(
-                {"metadata": {"name": c["name"], "labels": dict(sorted(labels.items()))}, "spec": pvc_spec}
+                {"metadata": {"name": c["name"], "labels": dict(sorted(pod_labels.items()))}, "spec": pvc_spec}
             )
         return {
             "apiVersion": "apps/v1",

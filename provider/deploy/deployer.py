@@ -112,6 +112,8 @@ class StoredManifest:
     version: str
     group: s.ManifestGroup
     group_json: dict[str, Any]  # complete (with secrets): what the lease deploys
+    genesis: str = ""  # the chain identity it was stored under (its label)
+    pod_genesis: str = ""  # the identity its pods were first built with, when that was an older one
 
 
 def public_group(group_json: dict[str, Any]) -> dict[str, Any]:
@@ -220,7 +222,12 @@ class Deployer:
         obj = {
             "apiVersion": f"{GROUP}/v1",
             "kind": "Manifest",
-            "metadata": {"name": name, "namespace": self.namespace, "labels": labels},
+            "metadata": {
+                "name": name,
+                "namespace": self.namespace,
+                "labels": labels,
+                **({"annotations": {naming.POD_GENESIS_ANNOTATION: ref.pod_genesis}} if ref.pod_genesis else {}),
+            },
             "spec": {
                 "lease": {
                     "owner": o.owner,
@@ -248,7 +255,9 @@ class Deployer:
 
     def _stored(self, obj: dict[str, Any]) -> StoredManifest | None:
         spec = obj.get("spec", {})
-        lease = naming.lease_of(obj.get("metadata", {}).get("labels", {}))
+        meta = obj.get("metadata", {})
+        labels = meta.get("labels") or {}
+        lease = naming.lease_of(labels)
         if lease is None:
             return None
         secret = self.kube.request(
@@ -258,7 +267,14 @@ class Deployer:
         )
         group_json = json.loads(base64.b64decode(secret["data"]["group.json"]))
         group = manifest_from_json([group_json])[0]
-        return StoredManifest(lease, str(spec.get("version", "")), group, group_json)
+        return StoredManifest(
+            lease,
+            str(spec.get("version", "")),
+            group,
+            group_json,
+            str(labels.get(naming.GENESIS_LABEL, "")),
+            str((meta.get("annotations") or {}).get(naming.POD_GENESIS_ANNOTATION, "")),
+        )
 
     def stored_versions(self) -> dict[LeaseId, str]:
         """The version of every stored manifest, from one list (no secrets read): what a replica compares

@@ -20,6 +20,7 @@ LEASE_PARTS = ("owner", "dseq", "gseq", "oseq", "provider")
 SERVICE_LABEL = PREFIX + "service"
 CHAIN_LABEL = PREFIX + "chain-id"
 GENESIS_LABEL = PREFIX + "chain-genesis"
+POD_GENESIS_ANNOTATION = PREFIX + "pod-chain-genesis"  # on a Manifest: the identity its pod templates keep
 FIELD_MANAGER = "gpu-provider"
 
 

@@ -92,8 +92,22 @@ def module_address(name: str) -> str:
     return address
 
 
+@dataclass(frozen=True)
+class NodeShape:
+    """How the devnet's node keeps history, to look like a mainnet node rather than a fresh chain:
+    ``initial_height`` > 1 (a chain started after an export, as Akash's mainnet is); ``retain_blocks`` > 0
+    prunes blocks and their results older than that many (``min-retain-blocks`` with the evidence window
+    cut to match); ``discard_results`` keeps no block results at all (``discard_abci_responses``), only
+    the transaction index."""
+
+    initial_height: int = 1
+    retain_blocks: int = 0
+    discard_results: bool = False
+
+
 class AkashDevnet:
-    def __init__(self, state_dir: Path = DEFAULT_STATE) -> None:
+    def __init__(self, state_dir: Path = DEFAULT_STATE, shape: NodeShape | None = None) -> None:
+        self.shape = shape or NodeShape()
         self.dir = state_dir
         self.home = state_dir / "home"
         self.log = state_dir / "akash.log"
@@ -190,24 +204,49 @@ class AkashDevnet:
 
     def txs(self, state: DevnetState, query: str) -> list[dict[str, Any]]:
         """Every transaction the chain's index finds for a CometBFT ``query`` (all pages), as tx
-        responses: the tx itself, its result code and its events."""
+        responses: the tx itself (decoded by the node), its height, result code and events. Read from the
+        RPC's tx index, which outlives pruned blocks (the REST search needs each tx's block)."""
         found_all: list[dict[str, Any]] = []
         page = 1
         while True:
-            found = self._get(
-                f"{state.rest}/cosmos/tx/v1beta1/txs?query={urllib.parse.quote(query)}&page={page}&limit=100"
-            )
-            if found is None:
-                raise DevClusterError(f"the chain's tx search did not answer for {query!r}")
-            found_all += found.get("tx_responses") or []
-            if page * 100 >= int(found.get("total") or 0):
+            params = urllib.parse.urlencode({"query": f'"{query}"', "page": page, "per_page": 100})
+            found = self._get(f"{state.rpc}/tx_search?{params}")
+            if found is None or "result" not in found:
+                raise DevClusterError(f"the chain's tx search did not answer for {query!r}: {found!r:.300}")
+            for t in found["result"].get("txs") or []:
+                decoded = self._post(f"{state.rest}/cosmos/tx/v1beta1/decode", {"tx_bytes": t["tx"]})
+                if decoded is None:
+                    raise DevClusterError(f"the node could not decode tx {t['hash']}")
+                result = t.get("tx_result") or {}
+                found_all.append(
+                    {
+                        "txhash": t["hash"],
+                        "height": t["height"],
+                        "code": int(result.get("code") or 0),
+                        "raw_log": result.get("log", ""),
+                        "events": result.get("events") or [],
+                        "tx": decoded["tx"],
+                    }
+                )
+            if page * 100 >= int(found["result"].get("total_count") or 0):
                 return found_all
             page += 1
+
+    @staticmethod
+    def _post(url: str, body: Any) -> Any:
+        request = urllib.request.Request(
+            url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}, method="POST"
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=5) as resp:
+                return json.loads(resp.read())
+        except (OSError, urllib.error.URLError, ValueError):
+            return None
 
     # up / down ------------------------------------------------------------------------------------------
     def up(self, timeout: float = 180, progress: bool = False) -> DevnetState:
         state = self.load()
-        if state is not None and self.running(state) and self.height(state) >= 2:
+        if state is not None and self.running(state) and self.height(state) > self.shape.initial_height:
             return state
         if state is not None:
             self.down()
@@ -219,7 +258,7 @@ class AkashDevnet:
         self._save(state)
         try:
             self._init(state)
-            self._start(state, timeout, first_height=2)
+            self._start(state, timeout, first_height=self.shape.initial_height + 1)
             self._fund_act(state, timeout)
         except BaseException:
             self.down()
@@ -311,6 +350,9 @@ class AkashDevnet:
     def _edit_genesis(self, state: DevnetState) -> None:
         path = self.home / "config" / "genesis.json"
         genesis = json.loads(path.read_text())
+        genesis["initial_height"] = self.shape.initial_height
+        if self.shape.retain_blocks:  # the evidence window bounds what min-retain-blocks may prune
+            genesis["consensus"]["params"]["evidence"]["max_age_num_blocks"] = str(self.shape.retain_blocks)
         app = genesis["app_state"]
         oracle = app["oracle"]["params"]
         oracle.update(
@@ -346,6 +388,7 @@ class AkashDevnet:
             ("pprof_laddr", '""'),
             ("addr_book_strict", "false"),
             ("allow_duplicate_ip", "true"),
+            ("discard_abci_responses", "true" if self.shape.discard_results else "false"),
         ):
             text = re.sub(rf"(?m)^{key} = .*$", f"{key} = {value}", text)
         text = _in_section(text, "rpc", "laddr", f'"tcp://127.0.0.1:{p["rpc"]}"')
@@ -355,6 +398,7 @@ class AkashDevnet:
         app = self.home / "config" / "app.toml"
         text = app.read_text()
         text = re.sub(r"(?m)^minimum-gas-prices = .*$", f'minimum-gas-prices = "0.025{DENOM}"', text)
+        text = re.sub(r"(?m)^min-retain-blocks = .*$", f"min-retain-blocks = {self.shape.retain_blocks}", text)
         text = _in_section(text, "api", "enable", "true")
         text = _in_section(text, "api", "address", f'"tcp://127.0.0.1:{p["rest"]}"')
         text = _in_section(text, "grpc", "address", f'"127.0.0.1:{p["grpc"]}"')

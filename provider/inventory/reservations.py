@@ -288,6 +288,11 @@ class Reservations:
         with self._lock:
             return lease_id in self._snapshot.leases_with_pods
 
+    def leases_running(self) -> frozenset[str]:
+        """The leases (by id) that have pods in the cluster in the last snapshot."""
+        with self._lock:
+            return self._snapshot.leases_with_pods
+
     def expire(self) -> list[str]:
         """Drop unanswered holds whose height has passed; returns their order ids."""
         with self._lock:

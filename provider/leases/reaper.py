@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from provider.chain.port import ChainError, ChainPort
-from provider.chain.types import LeaseId
+from provider.chain.types import ChainStatus, LeaseId
 from provider.deploy import naming
 from provider.deploy.deployer import Deployer
 from provider.errors import KubeError
@@ -76,7 +76,7 @@ class OrphanReaper:
         except (ChainError, KubeError) as e:
             log.warning("orphan sweep skipped: cannot ask the chain or the cluster error=%r", str(e)[:300])
             return []
-        chain_id, genesis = status.chain_id[:63], status.genesis[:63]
+        chain_id = status.chain_id[:63]
         live = self._live()
         verdicts: list[Verdict] = []
         for name, labels in found:
@@ -85,7 +85,7 @@ class OrphanReaper:
                 verdicts.append(Verdict(name, None, "keep", "unlabelled"))
             elif lease.provider != self.me:
                 verdicts.append(Verdict(name, lease, "keep", "other_provider"))
-            elif (labels.get(naming.CHAIN_LABEL), labels.get(naming.GENESIS_LABEL)) != (chain_id, genesis):
+            elif labels.get(naming.CHAIN_LABEL) != chain_id or not _same_history(status, labels):
                 verdicts.append(Verdict(name, lease, "keep", "other_chain"))
             elif lease in live:
                 verdicts.append(Verdict(name, lease, "keep", "live"))
@@ -151,3 +151,10 @@ class OrphanReaper:
                 log.exception("orphan sweep failed")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.settings.interval_seconds)
+
+
+def _same_history(status: ChainStatus, labels: dict[str, str]) -> bool:
+    """The namespace's chain identity label names this chain (its current identity, or an older release's
+    name for the same history: a label is cut to 63 characters)."""
+    found = labels.get(naming.GENESIS_LABEL, "")
+    return found == status.genesis[:63] or status.names(found)

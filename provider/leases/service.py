@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from provider.chain.port import ChainError, ChainPort
-from provider.chain.types import LeaseId, Order, OrderId
+from provider.chain.types import ChainStatus, LeaseId, Order, OrderId
 from provider.deploy.builder import LeaseRef, hosts_of
-from provider.deploy.deployer import Deployer, LeaseObservation
+from provider.deploy.deployer import Deployer, LeaseObservation, StoredManifest
 from provider.errors import KubeError, ProviderError
 from provider.metrics import LEASE_STATES, LeaseMetrics
 from sdl import spec as s
@@ -65,6 +65,7 @@ class LeaseRecord:
     observed: LeaseObservation | None = None
     withdrawn_at: float = field(default_factory=time.monotonic)  # the last withdrawal (or when we learnt of it)
     failed_since: float = 0.0  # when it entered "failed" (a tenant-side cause), 0 while it is not failed
+    pod_genesis: str = ""  # the older chain identity its pods keep (see LeaseRef.pod_genesis); "" = current
 
 
 class LeaseService:
@@ -84,6 +85,7 @@ class LeaseService:
         self.records: dict[LeaseId, LeaseRecord] = {}
         self.chain_id = ""
         self.genesis = ""
+        self.status: ChainStatus | None = None
         self.ready = False
         self._height = height
         self._queue: asyncio.Queue[tuple[str, LeaseId]] = asyncio.Queue()
@@ -114,7 +116,16 @@ class LeaseService:
         return set(self.records)
 
     def ref(self, lease: LeaseId) -> LeaseRef:
-        return LeaseRef(lease, self.chain_id, self.genesis)
+        rec = self.records.get(lease)
+        return LeaseRef(lease, self.chain_id, self.genesis, rec.pod_genesis if rec is not None else "")
+
+    def _take_stored(self, rec: LeaseRecord, stored: StoredManifest) -> None:
+        """A stored manifest into its record, with the identity its pods were built under: an older name
+        of this chain (an install from before the identity changed) stays on the pod templates."""
+        rec.version, rec.group = stored.version, stored.group
+        older = stored.genesis if stored.genesis != self.genesis[:63] else ""
+        if self.status is not None and self.status.names(stored.pod_genesis or older):
+            rec.pod_genesis = stored.pod_genesis or older
 
     # -- start-up: rebuild from the chain and the cluster ---------------------------------------
     async def start(self) -> None:
@@ -122,7 +133,7 @@ class LeaseService:
         if problem is not None:
             raise ProviderError(problem)
         status = await self.chain.status()
-        self.chain_id, self.genesis = status.chain_id, status.genesis
+        self.chain_id, self.genesis, self.status = status.chain_id, status.genesis, status
         for lease in await self.chain.leases(provider=self.me, state="active"):
             self.records.setdefault(lease.id, LeaseRecord(lease.id, lease.created_height))
         for stored in await asyncio.to_thread(self.deployer.stored):
@@ -134,8 +145,13 @@ class LeaseService:
                 self._queue.put_nowait(("closed", stored.lease))
                 continue
             rec = self.records.setdefault(stored.lease, LeaseRecord(stored.lease, on_chain.created_height))
-            rec.version, rec.group, rec.state = stored.version, stored.group, "deploying"
-            rec.accepted_at = time.monotonic()
+            self._take_stored(rec, stored)
+            rec.state, rec.accepted_at = "deploying", time.monotonic()
+            if stored.genesis != status.genesis[:63] and status.names(stored.genesis):
+                # stored under an older name of this chain: the record moves to the current one (its pods
+                # keep theirs), and the deploy below moves every object's label
+                await asyncio.to_thread(self.deployer.store, self.ref(stored.lease), stored.version, stored.group_json)
+                log.info("lease moved to the chain's current identity lease=%s old=%s", stored.lease, stored.genesis)
             self._queue.put_nowait(("deploy", stored.lease))
         self.ready = True
         self._publish()
@@ -215,12 +231,8 @@ class LeaseService:
         stored = await asyncio.to_thread(self.deployer.load, lease)  # a manifest may have come first
         if stored is not None:
             rec = self.records[lease]
-            rec.version, rec.group, rec.state, rec.accepted_at = (
-                stored.version,
-                stored.group,
-                "deploying",
-                time.monotonic(),
-            )
+            self._take_stored(rec, stored)
+            rec.state, rec.accepted_at = "deploying", time.monotonic()
             await self._deploy(lease)
         log.info("lease awaiting manifest lease=%s timeout_blocks=%d", lease, self.settings.manifest_timeout_blocks)
 
@@ -374,7 +386,8 @@ class LeaseService:
             stored = await asyncio.to_thread(self.deployer.load, lease_id)
             if stored is None:
                 continue
-            rec.version, rec.group, rec.error = stored.version, stored.group, ""
+            self._take_stored(rec, stored)
+            rec.error = ""
             if rec.state in ("awaiting_manifest", "failed"):
                 self._set_state(rec, "deploying")
                 rec.accepted_at, rec.measured = time.monotonic(), False

@@ -113,14 +113,15 @@ def bid_transactions(devnet: AkashDevnet, chain: DevnetState) -> Counter[tuple[s
     return counts
 
 
-@pytest.fixture(scope="module")
-def daemon(chain: DevnetState, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
-    home = tmp_path_factory.mktemp("akash-daemon")
+def akash_daemon(chain: DevnetState, home: Path, **sections: dict[str, Any]) -> Daemon:
+    """`gpu-provider run` on the devnet with the provider key, a static H100 inventory and uact deposits
+    (``sections`` are merged into the config); started."""
+    home.mkdir(parents=True, exist_ok=True)
     key_file = home / "provider.key"
     key_file.write_text(chain.mnemonics["provider"] + "\n")
     key_file.chmod(0o600)
     metrics_port = procs.free_port()
-    config = {
+    config: dict[str, Any] = {
         "chain": {
             "kind": "akash",
             "akash": {"rpc": chain.rpc, "rest": chain.rest, "chain_id": chain.chain_id, "key_file": str(key_file)},
@@ -137,9 +138,17 @@ def daemon(chain: DevnetState, tmp_path_factory: pytest.TempPathFactory) -> Iter
             "static": [{"name": "h100", "model": "h100", "ram": "80Gi", "interface": "sxm", "gpus": 8, "count": 8}],
         },
     }
+    for name, section in sections.items():
+        config[name] = {**config.get(name, {}), **section}
     (home / "provider.yaml").write_text(yaml.safe_dump(config))
     d = Daemon(home / "provider.yaml", home / "daemon.log", metrics_port)
     d.start()
+    return d
+
+
+@pytest.fixture(scope="module")
+def daemon(chain: DevnetState, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+    d = akash_daemon(chain, tmp_path_factory.mktemp("akash-daemon"))
     try:
         yield d
     finally:

@@ -86,6 +86,7 @@ class Daemon:
     chain_section: dict[str, Any] | None = None  # the config's chain section, instead of the mock chain's
     extra: dict[str, Any] = field(default_factory=dict)  # more top-level config sections (pricing, bidding)
     tls: tuple[Path, Path, Path] | None = None  # (cert, key, CA) to serve the API over HTTPS
+    source: Path = REPO  # the source tree it runs from (another release's, for upgrade tests)
     proc: subprocess.Popen[bytes] | None = None
 
     def __post_init__(self) -> None:
@@ -130,7 +131,7 @@ class Daemon:
     def setup(self) -> None:
         subprocess.run(
             [sys.executable, "-m", "provider.cli", "setup", "--config", str(self.config)],
-            cwd=REPO,
+            cwd=self.source,
             check=True,
             capture_output=True,
         )
@@ -148,10 +149,10 @@ class Daemon:
                     "--log-level",
                     self.log_level,
                 ],
-                cwd=REPO,
+                cwd=self.source,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                env={**os.environ, "KUBECONFIG": str(self.kubeconfig)},
+                env={**os.environ, "KUBECONFIG": str(self.kubeconfig), "PYTHONPATH": str(self.source)},
             )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:

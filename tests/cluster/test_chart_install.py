@@ -7,8 +7,8 @@ Dockerfile, running on the real node against a mock chain served on the node's b
 - a real Prometheus finds both replicas through the pods' annotations (kubernetes_sd) and scrapes them;
 - killing the leader's process hands over to the standby: one bid transaction per order across both
   replicas (counted in their own logs, the killed container's included), one set of objects per lease;
-- ``helm upgrade`` to this chart with new pricing rolls both replicas, keeps the leases, and the new
-  prices are bid;
+- ``helm upgrade`` to this chart with new pricing rolls both replicas, keeps every lease serving (none
+  re-deployed or rolled, none closed on chain), and the new prices are bid;
 - ``helm uninstall`` leaves the tenants' workloads and stored manifests in place.
 
 The tests run in order on one installation (each step builds on the one before)."""
@@ -469,12 +469,20 @@ async def _async(value: Any) -> Any:
 
 
 def test_helm_upgrade_to_this_chart_with_new_pricing_keeps_the_leases(install: Install, api: client.ApiClient) -> None:
-    apps = client.AppsV1Api(api)
+    apps, core = client.AppsV1Api(api), client.CoreV1Api(api)
     before = {p.metadata.uid for p in install.pods()}
-    uids = {
-        lease: apps.read_namespaced_deployment("app", namespace_for(BidId.parse(lease))).metadata.uid
-        for lease in install.leases
-    }
+
+    def workloads() -> dict[str, tuple[str, int, list[str]]]:
+        """Per lease: its Deployment's uid and generation (a rollout bumps it) and its pods' uids."""
+        out = {}
+        for lease in install.leases:
+            ns = namespace_for(BidId.parse(lease))
+            d = apps.read_namespaced_deployment("app", ns)
+            pods = sorted(p.metadata.uid for p in core.list_namespaced_pod(ns).items)
+            out[lease] = (d.metadata.uid, d.metadata.generation, pods)
+        return out
+
+    uids = workloads()
     install.helm(
         "upgrade",
         install.release,
@@ -486,7 +494,7 @@ def test_helm_upgrade_to_this_chart_with_new_pricing_keeps_the_leases(install: I
         "--set",
         "podLabels.example\\.com/team=gpu",
         "--set",
-        "chain.kind=mock",  # a value the previous chart's schema refuses (chain.kind came in 0.3.0)
+        "chain.kind=mock",  # chain.kind came in 0.3.0: an upgrade from an older chart learns it
         "--wait",
         "--timeout",
         "5m",
@@ -506,11 +514,15 @@ def test_helm_upgrade_to_this_chart_with_new_pricing_keeps_the_leases(install: I
         await tenant_ops.deploy(install.tenant, text.encode(), "test.yaml", DEPOSIT, 3, wait=0)
         await install.bid_on(3)
 
+        for lease in install.leases:  # every lease is still active on chain: none closed by the upgrade
+            found = await install.tenant.lease(BidId.parse(lease))
+            assert found is not None and found.state == "active", (lease, found)
+
     run(go())
     # the same SDL as dseq 2 now bids the GPU at twice the price: the new pricing took effect
     assert install.prices[3] > install.prices[2], install.prices
-    for lease, uid in uids.items():  # the workloads were left alone (no re-create)
-        assert apps.read_namespaced_deployment("app", namespace_for(BidId.parse(lease))).metadata.uid == uid
+    # the workloads were left alone: not re-created, not rolled, the same pods serving
+    assert workloads() == uids
 
 
 def test_helm_uninstall_leaves_the_tenants_workloads_and_manifests(install: Install, api: client.ApiClient) -> None:

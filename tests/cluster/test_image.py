@@ -5,6 +5,7 @@ registry like any image."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
 import uuid
@@ -12,9 +13,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import yaml
 from kubernetes import client
 
+from provider.devcluster.akash import DevnetState
 from provider.devcluster.image import ImageBuilder
+from tests.akash.test_node_conditions import status_of
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.cluster
@@ -116,3 +120,87 @@ def test_the_image_runs_on_the_real_node_restricted(
     logs = core.read_namespaced_pod_log("provider-image", namespace_on_node) if phase else ""
     assert phase == "Succeeded", f"phase {phase!r}; logs:\n{logs}"
     assert logs.startswith("gpu-provider 0.1.0") and logs.strip().endswith("65532"), logs
+
+
+REACH_AKASH = """
+import asyncio, json
+from pathlib import Path
+from provider.app import build_chain
+from provider.config import load
+
+async def main():
+    chain, _ = build_chain(load(Path("/etc/gp/provider.yaml")))
+    status = await chain.status()
+    orders = await chain.orders()
+    print(json.dumps({"chain_id": status.chain_id, "genesis": status.genesis, "address": chain.address,
+                      "orders": len(orders)}))
+
+asyncio.run(main())
+"""
+
+
+def test_the_image_runs_chain_kind_akash_and_reaches_the_devnet(
+    builder: ImageBuilder, provider_image: str, real_node: dict[str, Any], api: client.ApiClient,
+    namespace_on_node: str, chain: DevnetState,
+) -> None:  # fmt: skip
+    """The Akash adapter's generated types are committed, so the image of a clean clone has them: on the real
+    node it loads a `chain.kind: akash` config as the daemon does and asks the devnet (host network: the
+    devnet listens on loopback)."""
+    tracked = subprocess.run(
+        ["git", "ls-files", "provider/chain/akash/pb"], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert "provider/chain/akash/pb/akash/market/v1beta5/bidmsg_pb2.py" in tracked  # in every clean clone
+    ref = builder.push(provider_image, str(real_node["registry"]))
+    core = client.CoreV1Api(api)
+    config = {
+        "chain": {
+            "kind": "akash",
+            "akash": {"rpc": chain.rpc, "rest": chain.rest, "chain_id": chain.chain_id, "key_file": "/etc/gp/key"},
+        },
+        "provider": {"host_uri": "https://provider.example:8443"},
+    }
+    core.create_namespaced_config_map(
+        namespace_on_node,
+        {
+            "metadata": {"name": "gp"},
+            "data": {"provider.yaml": yaml.safe_dump(config), "key": chain.mnemonics["provider"] + "\n"},
+        },
+    )
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "provider-akash"},
+        "spec": {
+            "nodeName": real_node["name"],
+            "hostNetwork": True,
+            "restartPolicy": "Never",
+            "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+            "volumes": [{"name": "gp", "configMap": {"name": "gp", "defaultMode": 0o444}}],
+            "containers": [
+                {
+                    "name": "provider",
+                    "image": ref,
+                    "command": ["python3", "-c", REACH_AKASH],
+                    "volumeMounts": [{"name": "gp", "mountPath": "/etc/gp", "readOnly": True}],
+                    "securityContext": {
+                        "allowPrivilegeEscalation": False,
+                        "readOnlyRootFilesystem": True,
+                        "capabilities": {"drop": ["ALL"]},
+                    },
+                }
+            ],
+        },
+    }
+    core.create_namespaced_pod(namespace_on_node, pod)
+    deadline = time.monotonic() + 300
+    phase = ""
+    while time.monotonic() < deadline:
+        phase = core.read_namespaced_pod("provider-akash", namespace_on_node).status.phase
+        if phase in ("Succeeded", "Failed"):
+            break
+        time.sleep(1)
+    logs = core.read_namespaced_pod_log("provider-akash", namespace_on_node) if phase else ""
+    assert phase == "Succeeded", f"phase {phase!r}; logs:\n{logs}"
+    found = json.loads(logs.strip().splitlines()[-1])
+    assert found["chain_id"] == chain.chain_id and found["address"] == chain.keys["provider"]
+    assert found["genesis"] == status_of(chain).genesis

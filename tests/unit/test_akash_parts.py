@@ -5,6 +5,7 @@ parts against Akash's own node; these pin the details and the bad input."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import tarfile
 import time
@@ -19,8 +20,8 @@ from provider.api.auth import AuthError, PublicKeys
 from provider.app import build_chain
 from provider.chain.akash import convert
 from provider.chain.akash import jwt as akash_jwt
-from provider.chain.akash.chain import END_OF_BLOCK, AkashChain, _parse_cursor, _received
-from provider.chain.akash.client import tx_error
+from provider.chain.akash.chain import END_OF_BLOCK, AkashChain, _parse_cursor, _received, chain_identity
+from provider.chain.akash.client import GenesisHead, _object_not_found, parse_genesis_head, tx_error
 from provider.chain.akash.jwt import AkashTokenVerifier
 from provider.chain.akash.keys import (
     AkashKey,
@@ -339,3 +340,30 @@ def test_a_key_exported_by_the_akash_cli_is_imported_with_its_passphrase(tmp_pat
     ):
         with error:
             load_key_file(EXPORTED, "x", "nope")
+
+
+def test_the_genesis_head_is_read_from_the_start_of_a_chunk() -> None:
+    doc = b'{"genesis_time":"2021-03-08T15:00:00Z","chain_id":"akashnet-2","initial_height":"5850000","app_state":{'
+    answer = b'{"jsonrpc":"2.0","id":-1,"result":{"chunk":"0","total":"3","data":"' + base64.b64encode(doc + b"x" * 99)
+    head = parse_genesis_head(answer[:120])  # too little of the document yet
+    assert head is None
+    head = parse_genesis_head(answer)  # a prefix of a long chunk: no closing quote, any length
+    assert head == GenesisHead("2021-03-08T15:00:00Z", "akashnet-2", 5850000)
+    identity = chain_identity(head)
+    assert identity.startswith("g") and len(identity) == 41 and identity.isalnum()
+    assert chain_identity(GenesisHead(head.time, head.chain_id, 1)) != identity  # a reset: another genesis
+
+
+@pytest.mark.parametrize(
+    "status,body,missing",
+    [
+        (404, {"code": 5, "message": "codespace deployment code 4: Deployment not found", "details": []}, True),
+        (404, {"code": 5, "message": "account akash1x not found"}, True),
+        (404, {"code": 5, "message": "Not Found", "details": []}, False),  # the gateway's own routing 404
+        (404, {"message": "<html>404 page not found</html>"}, False),  # a proxy's
+        (501, {"code": 12, "message": "Not Implemented", "details": []}, False),  # a route this node lacks
+        (500, {"code": 2, "message": "not found in index"}, False),
+    ],
+)
+def test_only_the_query_service_says_an_object_does_not_exist(status: int, body: Any, missing: bool) -> None:
+    assert _object_not_found(status, body) is missing

@@ -66,6 +66,10 @@ def test_bids_when_everything_matches() -> None:
             None,
         ),
         (lambda t: t.replace("denom: uact", "denom: ibc/ABC"), "denom_not_accepted"),
+        (  # a leased IP: no IP leases here, so no bid (they would be served as node ports)
+            lambda t: t.replace("global: true}", "global: true, ip: lb}") + "endpoints:\n  lb: {kind: ip}\n",
+            "ip_leases_not_offered",
+        ),
     ],
 )
 def test_each_filter(change: object, reason: str | None) -> None:

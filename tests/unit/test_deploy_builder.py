@@ -11,6 +11,7 @@ import pytest
 
 import sdl
 from provider.chain.types import LeaseId, OrderId
+from provider.deploy import naming
 from provider.deploy.builder import DeploySettings, LeaseRef, build_objects, gpu_node_terms
 from provider.deploy.naming import lease_of, namespace_for
 from provider.kube import gpu_facts
@@ -127,3 +128,19 @@ def test_gpu_selectors_match_exactly_the_nodes_with_such_gpus(attrs: str) -> Non
         ):
             expected.add(name)
     assert matched == expected and matched
+
+
+def test_an_older_chain_identity_stays_on_the_pod_and_claim_templates_only() -> None:
+    """An install upgraded from the first-block identity: every object's label moves to the new identity,
+    the templates keep the old one (a template change would roll every pod; claim templates are immutable)."""
+    old = "A1B2" * 16
+    ref = LeaseRef(LEASE, "akashnet-2", "g" + "0" * 40, pod_genesis=old)
+    objs = build_objects(ref, _group(EXAMPLE.read_bytes()), DeploySettings())  # a StatefulSet: persistent storage
+    (sts,) = [o for o in objs if o["kind"] == "StatefulSet"]
+    assert all(o["metadata"]["labels"][naming.GENESIS_LABEL] == ref.genesis for o in objs)
+    assert sts["spec"]["template"]["metadata"]["labels"][naming.GENESIS_LABEL] == old[:63]
+    for claim in sts["spec"]["volumeClaimTemplates"]:
+        assert claim["metadata"]["labels"][naming.GENESIS_LABEL] == old[:63]
+    fresh = build_objects(LeaseRef(LEASE, "akashnet-2", ref.genesis), _group(EXAMPLE.read_bytes()), DeploySettings())
+    (new_sts,) = [o for o in fresh if o["kind"] == "StatefulSet"]
+    assert new_sts["spec"]["template"]["metadata"]["labels"][naming.GENESIS_LABEL] == ref.genesis

@@ -10,13 +10,15 @@ the engine stopped. The websocket (provider.chain.akash.blocks) only says when a
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
+from dataclasses import replace
 from typing import Any
 
 from provider.chain.akash import convert
 from provider.chain.akash.blocks import BlockWatcher
-from provider.chain.akash.client import AkashClient, GasSettings
+from provider.chain.akash.client import AkashClient, GasSettings, GenesisHead
 from provider.chain.akash.keys import AkashKey
 from provider.chain.akash.pb.akash.base.attributes.v1 import attribute_pb2
 from provider.chain.akash.pb.akash.base.deposit.v1 import deposit_pb2
@@ -34,6 +36,7 @@ from provider.chain.types import (
     Coin,
     Deployment,
     Event,
+    FeedGap,
     FeedPage,
     Lease,
     Order,
@@ -53,6 +56,24 @@ CLOSE_REASONS = {
     "decommission": types_pb2.lease_closed_reason_decommission,
     "manifest_timeout": types_pb2.lease_closed_reason_manifest_timeout,
 }
+
+
+_PRUNED = re.compile(r"is not available, lowest height is (\d+)")
+_RESULTS_NOT_KEPT = ("not persisting finalize block responses", "could not find results for height")
+
+
+def chain_identity(head: GenesisHead) -> str:
+    """This chain's history as a label value: a hash over what its genesis fixes (chain id, initial
+    height, genesis time). Stable under pruning and state sync; a reset (a new genesis) changes it."""
+    text = f"{head.chain_id}\n{head.initial_height}\n{head.time}"
+    return "g" + hashlib.sha256(text.encode()).hexdigest()[:40]
+
+
+def _joined(a: FeedGap | None, b: FeedGap | None) -> FeedGap | None:
+    if a is None or b is None:
+        return a or b
+    reason = a.reason if a.reason == b.reason else "pruned" if "pruned" in (a.reason, b.reason) else b.reason
+    return FeedGap(min(a.first, b.first), max(a.last, b.last), reason)
 
 
 def _parse_cursor(cursor: str) -> tuple[int, int]:
@@ -95,7 +116,8 @@ class AkashChain:
         self.expected_chain_id = chain_id
         self.max_blocks = max_blocks
         self.blocks = BlockWatcher(rpc, self._latest_height)
-        self._genesis = ""
+        self._identity: ChainStatus | None = None
+        self._seen = (0, 0)  # (latest, earliest) height at the last status
 
     @property
     def address(self) -> str:
@@ -121,41 +143,70 @@ class AkashChain:
                 400,
             )
         self.client.chain_id = chain_id
-        if not self._genesis:  # the first block's hash names this chain's history (a reset changes it)
-            sync = result["sync_info"]
-            if str(sync.get("earliest_block_height")) == "1":
-                self._genesis = str(sync["earliest_block_hash"])
-            else:
-                self._genesis = f"{chain_id}@{sync.get('earliest_block_height')}"  # a pruned node
-        height = int(result["sync_info"]["latest_block_height"])
+        sync = result["sync_info"]
+        height = int(sync["latest_block_height"])
+        earliest = int(sync.get("earliest_block_height") or 0)
+        # the genesis is read again only when history may have been replaced: the tip went back or the
+        # earliest block moved down (a reset); pruning moves the earliest block up, never down
+        if self._identity is None or height < self._seen[0] or earliest < self._seen[1]:
+            head = await self.client.genesis_head()
+            aliases = [f"{chain_id}@{earliest}"]  # what earlier releases (chart <= 0.3.0) stored on a pruned node
+            if earliest == 1:  # ... and on a node with every block: the first block's hash (labels: 63 chars)
+                first = str(sync["earliest_block_hash"])
+                aliases += [first, first[:63]]
+            self._identity = ChainStatus(chain_id, chain_identity(head), height, tuple(aliases))
+        self._seen = (height, earliest)
         await self.blocks.seen(height)
-        return ChainStatus(chain_id, self._genesis, height)
+        return replace(self._identity, height=height)
 
-    async def block_events(self, height: int) -> list[Event]:
-        """The events of one block that the engine follows, each with its position in the block."""
-        result = await self.client.rpc("block_results", height=height)
-        raw: list[dict[str, Any]] = []
-        for tx_result in result.get("txs_results") or []:
-            raw += tx_result.get("events") or []
-        raw += result.get("finalize_block_events") or []
-        out = []
-        for index, e in enumerate(raw):
+    async def block_events(self, height: int) -> tuple[list[Event], FeedGap | None]:
+        """The events of one block that the engine follows, each with its position in the block (every
+        transaction's events in order, then the block's own). A node that no longer has the height, or
+        keeps no block results, answers with a gap instead (see ``events``)."""
+        try:
+            result = await self.client.rpc("block_results", height=height)
+            raw: list[dict[str, Any]] = []
+            for tx_result in result.get("txs_results") or []:
+                raw += tx_result.get("events") or []
+            raw += result.get("finalize_block_events") or []
+            gap = None
+        except ChainError as e:
+            pruned = _PRUNED.search(str(e))
+            if pruned is not None:
+                lowest = int(pruned.group(1))
+                return [], FeedGap(height, max(height, lowest - 1), "pruned")
+            if not any(text in str(e) for text in _RESULTS_NOT_KEPT):
+                raise
+            # results not kept (discard_abci_responses, or a state-synced node's first heights): the
+            # transactions' events are still in the tx index; the block's own events are lost
             try:
-                found = convert.event(height, index, str(e.get("type", "")), e.get("attributes") or [])
+                raw = await self.client.tx_events(height)
+            except ChainError as no_index:
+                if "indexing is disabled" not in str(no_index):
+                    raise
+                return [], FeedGap(height, height, "not_indexed")
+            gap = FeedGap(height, height, "block_events_not_kept")
+        out = []
+        for index, item in enumerate(raw):
+            try:
+                found = convert.event(height, index, str(item.get("type", "")), item.get("attributes") or [])
             except (KeyError, TypeError, ValueError) as err:
                 log.warning(
                     "chain event not understood height=%d index=%d type=%s error=%r",
                     height,
                     index,
-                    e.get("type"),
+                    item.get("type"),
                     str(err),
                 )
                 continue
             if found is not None:
                 out.append(found)
-        return out
+        return out, gap
 
     async def events(self, after: str = "", limit: int = 500, wait: float = 0) -> FeedPage:
+        """Events after ``after``. Heights the node cannot give whole end the page with a ``gap``: pruned
+        heights are passed over to the earliest one the node still has (one page, never one call per
+        lost height); a height whose block results are not kept is read from the transaction index."""
         height, index = _parse_cursor(after)
         tip = self.blocks.tip or await self._latest_height()
         first = height if index < END_OF_BLOCK else height + 1
@@ -169,16 +220,19 @@ class AkashChain:
             return FeedPage((), after, tip)
         found: list[Event] = []
         cursor = after
+        gap: FeedGap | None = None
         for h in range(first, min(tip, first + self.max_blocks - 1) + 1):
-            for event in await self.block_events(h):
+            events, missing = await self.block_events(h)
+            for event in events:
                 if (event.height, event.index) > (height, index):
                     found.append(event)
                     if len(found) >= limit:
-                        return FeedPage(tuple(found), event.cursor, tip)
-            cursor = f"{h}:{END_OF_BLOCK}"
-            if found:
+                        return FeedPage(tuple(found), event.cursor, tip, _joined(gap, missing))
+            gap = _joined(gap, missing)
+            cursor = f"{missing.last if missing is not None else h}:{END_OF_BLOCK}"
+            if found or (missing is not None and missing.reason == "pruned"):
                 break
-        return FeedPage(tuple(found), cursor, tip)
+        return FeedPage(tuple(found), cursor, tip, gap)
 
     # -- reads -------------------------------------------------------------------------------------------
     async def order(self, oid: OrderId) -> Order | None:

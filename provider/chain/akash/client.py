@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import math
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -65,6 +66,48 @@ def tx_error(code: int, codespace: str, raw_log: str, what: str) -> ChainError:
     ours = next((name for text, name in _TX_ERRORS if text in raw_log), "tx_failed")
     status = 503 if ours in _TRANSIENT else 400  # 4xx: the chain said no, asking again will not help
     return ChainError(ours, f"{what} refused by the chain ({codespace or 'sdk'} code {code}): {raw_log[:500]}", status)
+
+
+def _object_not_found(status: int, body: Any) -> bool:
+    """The query service's own "no such object": gRPC NotFound (code 5) with its module's message. The
+    gateway's routing 404 says only "Not Found"; a proxy's 404 is not JSON at all."""
+    if status != 404 or not isinstance(body, dict) or body.get("code") != 5:
+        return False
+    message = str(body.get("message", ""))
+    return message.strip().lower() not in ("", "not found")
+
+
+@dataclass(frozen=True, slots=True)
+class GenesisHead:
+    time: str  # RFC 3339, as the node writes it
+    chain_id: str
+    initial_height: int
+
+
+_GENESIS_FIELDS = (
+    re.compile(rb'"genesis_time"\s*:\s*"([^"]+)"'),
+    re.compile(rb'"chain_id"\s*:\s*"([^"]+)"'),
+    re.compile(rb'"initial_height"\s*:\s*"?(\d+)"?'),
+)
+_CHUNK_DATA = re.compile(rb'"data"\s*:\s*"([A-Za-z0-9+/=]*)')
+
+
+def parse_genesis_head(answer: bytes) -> GenesisHead | None:
+    """The genesis head from the start of a ``genesis_chunked`` answer (base64 of the document's JSON),
+    or None while too little of it has arrived."""
+    data = _CHUNK_DATA.search(answer)
+    if data is None:
+        return None
+    encoded = data.group(1)
+    try:
+        text = base64.b64decode(encoded[: len(encoded) // 4 * 4])
+    except ValueError:
+        return None
+    found = [m.search(text) for m in _GENESIS_FIELDS]
+    if any(m is None for m in found):
+        return None
+    when, chain_id, initial = (m.group(1) for m in found if m is not None)
+    return GenesisHead(when.decode(), chain_id.decode(), int(initial))
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,17 +163,27 @@ class AkashClient:
         return resp.status_code, body
 
     async def rest(self, path: str, params: dict[str, Any] | None = None) -> dict[str, Any] | None:
-        """GET a REST query; None when the chain says the thing does not exist."""
+        """GET a REST query; None only when the chain says the thing does not exist (a gRPC NotFound from
+        the query service). A route the node does not serve (moved in an Akash upgrade, or a proxy's own
+        404) is a ChainError naming the URL, never "no such object"."""
         query = {k: v for k, v in (params or {}).items() if v is not None}
-        status, body = await self._call("GET", self.rest_url + path, params=query)
+        url = self.rest_url + path
+        status, body = await self._call("GET", url, params=query)
         if status == 200 and isinstance(body, dict):
             return body
         message = str(body.get("message", body) if isinstance(body, dict) else body)
-        if status == 404 or (isinstance(body, dict) and body.get("code") == 5) or "not found" in message:
+        if _object_not_found(status, body):
             return None
-        if status >= 500 and status != 501:
-            raise ChainError(UNREACHABLE, f"GET {path}: the node answered {status}: {message[:300]}", status)
-        raise ChainError("bad_request", f"GET {path}: {status}: {message[:300]}", status)
+        if status in (404, 405, 501):
+            raise ChainError(
+                "unknown_route",
+                f"GET {url}: the node does not serve this route ({status}: {message[:200]}); is the REST "
+                "endpoint an Akash node of the version this provider supports (docs/akash.md)?",
+                status,
+            )
+        if status >= 500:
+            raise ChainError(UNREACHABLE, f"GET {url}: the node answered {status}: {message[:300]}", status)
+        raise ChainError("bad_request", f"GET {url}: {status}: {message[:300]}", status)
 
     async def rest_pages(self, path: str, key: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         """Every item of a paginated list query (``pagination.next_key``)."""
@@ -146,13 +199,51 @@ class AkashClient:
                 return items
 
     async def rpc(self, method: str, **params: Any) -> dict[str, Any]:
-        """A CometBFT JSON-RPC call over HTTP GET; its ``result``."""
+        """A CometBFT JSON-RPC call over HTTP GET; its ``result``. An error answer is a ChainError whose
+        message carries the node's own words (``error.data``), e.g. "height 5 is not available"."""
         status, body = await self._call("GET", f"{self.rpc_url}/{method}", params=params)
         if not isinstance(body, dict) or "result" not in body:
             error = body.get("error") if isinstance(body, dict) else body
-            raise ChainError(UNREACHABLE, f"RPC {method}: {status}: {str(error)[:300]}", status)
+            detail = error.get("data") or error.get("message") if isinstance(error, dict) else error
+            raise ChainError(UNREACHABLE, f"RPC {method}: {status}: {str(detail)[:300]}", status)
         result: dict[str, Any] = body["result"]
         return result
+
+    async def genesis_head(self, limit: int = 4 << 20) -> GenesisHead:
+        """The genesis document's first fields (time, chain id, initial height), read from the start of
+        ``genesis_chunked`` chunk 0 and the connection dropped: a mainnet genesis is tens of MiB."""
+        url = f"{self.rpc_url}/genesis_chunked"
+        seen = b""
+        try:
+            async with self.http.stream("GET", url, params={"chunk": 0}) as resp:
+                async for piece in resp.aiter_bytes():
+                    seen += piece
+                    head = parse_genesis_head(seen)
+                    if head is not None:
+                        return head
+                    if len(seen) > limit:
+                        break
+        except httpx.HTTPError as e:
+            raise ChainError(UNREACHABLE, f"GET {url}: {e.__class__.__name__}: {e}") from e
+        raise ChainError(
+            "no_genesis",
+            f"GET {url}: no genesis document (genesis_time, chain_id, initial_height) at the start of the "
+            f"answer: {seen[:200]!r}; the provider names the chain by its genesis (docs/akash.md)",
+        )
+
+    async def tx_events(self, height: int) -> list[dict[str, Any]]:
+        """The events of every transaction of one block, in block order, from the node's transaction index
+        (for nodes that do not keep block results). Raises when the node indexes no transactions."""
+        events: list[dict[str, Any]] = []
+        page = 1
+        while True:
+            found = await self.rpc("tx_search", query=f'"tx.height={height}"', page=page, per_page=100)
+            txs = sorted(found.get("txs") or [], key=lambda t: int(t.get("index", 0)))
+            for t in txs:
+                events += (t.get("tx_result") or {}).get("events") or []
+            if page * 100 >= int(found.get("total_count") or 0):
+                return events
+            page += 1
 
     # -- accounts ----------------------------------------------------------------------------------
     async def account(self, address: str) -> Account | None:
