@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+FEED_GAP_REASONS = ("pruned", "block_events_not_kept", "not_indexed")
+
 
 class BidMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
@@ -120,6 +122,9 @@ class BidMetrics:
             "Times the GPU models published on chain were updated after start (a model added or removed).",
             registry=registry,
         )
+        for reason in FEED_GAP_REASONS:  # every series from 0, so the first gap after a start counts in increase()
+            self.feed_gaps.labels(reason=reason)
+            self.feed_gap_blocks.labels(reason=reason)
         self.leases_refused = Counter(
             "gpu_provider_leases_refused_total",
             "Won leases closed on chain because their capacity could not be allocated, by reason.",

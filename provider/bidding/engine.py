@@ -133,8 +133,10 @@ class BidEngine:
         self._published: frozenset[GpuOffer] | None = None
         self._capabilities: frozenset[GpuOffer] = frozenset()
         self._capabilities_since = 0.0
-        # feed gaps: a reconciliation with the chain is owed, not before ``_rescan_at``
-        self._rescan_due = False
+        # feed gaps: a reconciliation with the chain is owed (for heights from ``_gap_first``; the open
+        # orders too when whole heights were lost), not before ``_rescan_at``
+        self._gap_first: int | None = None
+        self._orders_due = False
         self._rescan_at = 0.0
         self._gap_reasons: set[str] = set()
 
@@ -376,31 +378,38 @@ class BidEngine:
             gap.last,
             gap.reason,
         )
-        self._rescan_due = True
+        self._gap_first = gap.first if self._gap_first is None else min(self._gap_first, gap.first)
+        self._orders_due = self._orders_due or gap.reason != "block_events_not_kept"  # tx events: orders kept
 
     async def _rescan_after_gap(self) -> None:
-        """After a gap, what its events would have told, read from the chain's state instead: every open
-        order is considered, leases we won are handed over, our leases closed meanwhile are released.
-        At most once per ``gap_rescan_seconds``, so a node that keeps nothing costs a scan, never a spin."""
-        if not self._rescan_due or time.monotonic() < self._rescan_at:
+        """After a gap, what its events would have told, read from the chain's state instead: leases of
+        ours created in the gap are handed over as their event would have, leases closed meanwhile are
+        released, and (when whole heights were lost) every open order is considered. Once the page's own
+        events are handled, and at most once per ``gap_rescan_seconds``: a node that keeps nothing costs a
+        scan, never a spin."""
+        if self._gap_first is None or self._pending or time.monotonic() < self._rescan_at:
             return
         self._rescan_at = time.monotonic() + self.config.gap_rescan_seconds
+        since, orders = self._gap_first, self._orders_due
         try:
-            await self._reconcile_leases()
-            await self._catch_up_orders()
+            await self._reconcile_leases(since)
+            if orders:
+                await self._catch_up_orders()
         except ProviderError as e:
             log.warning("reconciliation after a feed gap failed, will retry error=%r", str(e)[:300])
             return
-        self._rescan_due = False
+        if self._gap_first == since:  # no newer gap meanwhile
+            self._gap_first, self._orders_due = None, False
         self.metrics.feed_rescans.inc()
 
-    async def _reconcile_leases(self) -> None:
-        """Leases won in a gap are handed over; leases of ours closed in a gap are released and closed."""
-        active = {lease.id for lease in await self.chain.leases(provider=self.me, state="active")}
-        for bid in active:
+    async def _reconcile_leases(self, since: int) -> None:
+        """Leases of ours created from height ``since`` on that nothing here knows are won as their event
+        would have won them; leases of ours that the chain says are closed are released and closed here."""
+        active = {lease.id: lease for lease in await self.chain.leases(provider=self.me, state="active")}
+        for bid, lease in sorted(active.items()):
             held = self.holds.get(str(bid.order))
             known = self.holds.lease_has_pods(str(bid)) if held is None else bool(held.lease_id)
-            if not known:
+            if not known and lease.created_height >= since:
                 await self._won(bid)
         ours = {r.lease_id for r in self.holds.holds() if r.lease_id} | set(self.holds.leases_running())
         for text in sorted(ours):
@@ -410,8 +419,8 @@ class BidEngine:
                 continue
             if bid.provider != self.me or bid in active:
                 continue
-            lease = await self.chain.lease(bid)  # a list can miss one; only the lease's own answer closes it
-            if lease is not None and lease.state != "active":
+            found = await self.chain.lease(bid)  # a list can miss one; only the lease's own answer closes it
+            if found is not None and found.state != "active":
                 self._release(bid.order, "closed")
                 if self.on_lease_closed is not None:
                     await self.on_lease_closed(bid)

@@ -21,6 +21,7 @@ SKIP_REASONS = (
     "placement_attributes",
     "signed_by",
     "gpu_model_not_offered",
+    "ip_leases_not_offered",
     "storage_class_not_offered",
     "denom_not_accepted",
     "too_many_volumes",

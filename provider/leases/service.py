@@ -123,9 +123,10 @@ class LeaseService:
         """A stored manifest into its record, with the identity its pods were built under: an older name
         of this chain (an install from before the identity changed) stays on the pod templates."""
         rec.version, rec.group = stored.version, stored.group
-        older = stored.genesis if stored.genesis != self.genesis[:63] else ""
-        if self.status is not None and self.status.names(stored.pod_genesis or older):
-            rec.pod_genesis = stored.pod_genesis or older
+        if stored.pod_genesis:  # recorded when the lease moved: kept for good (the node may prune the alias away)
+            rec.pod_genesis = stored.pod_genesis
+        elif stored.genesis != self.genesis[:63] and self.status is not None and self.status.names(stored.genesis):
+            rec.pod_genesis = stored.genesis
 
     # -- start-up: rebuild from the chain and the cluster ---------------------------------------
     async def start(self) -> None:

@@ -116,7 +116,7 @@ def test_an_order_for_a_leased_ip_gets_no_bid(
         GPU_SDL.read_text().replace("          - global: true\n", "          - global: true\n            ip: lb\n")
         + "\nendpoints:\n  lb:\n    kind: ip\n"
     )
-    until(lambda: daemon.metric("gpu_provider_bids_placed_total") >= 1, "the daemon to be bidding", daemon)
+    until(lambda: daemon.metric("gpu_provider_chain_feed_last_poll_timestamp_seconds"), "the feed to run", daemon)
     before = daemon.metric("gpu_provider_orders_skipped_total", reason="ip_leases_not_offered")
     dseq = deploy(devnet, chain, ip_sdl)
     until(

@@ -97,7 +97,7 @@ def test_what_a_gap_hid_is_found_from_the_chain(chain_proc: ChainProcess, tmp_pa
                 assert feed.passed_over > 0 and feed.pages_with_gaps == 1
                 m = engine.metrics
                 assert counter(m.feed_gaps, reason="pruned") == 1
-                assert counter(m.feed_rescans) == 1
+                await wait_until(lambda: _true(counter(m.feed_rescans) == 1))
                 await asyncio.sleep(1.5)  # a gap once reconciled is not reconciled again
                 assert counter(m.feed_rescans) == 1
                 assert [b.id.order.dseq for b in await prov.bids(provider=prov.address)].count(3) == 1

@@ -59,7 +59,9 @@ CLOSE_REASONS = {
 
 
 _PRUNED = re.compile(r"is not available, lowest height is (\d+)")
-_RESULTS_NOT_KEPT = ("not persisting finalize block responses", "could not find results for height")
+_NOT_PERSISTING = "not persisting finalize block responses"  # discard_abci_responses = true
+_NO_RESULTS = "could not find results for height"  # a state-synced node's first height (or the newest, briefly)
+_SETTLED = 5  # blocks below the tip whose missing results mean "never stored", not "not stored yet"
 
 
 def chain_identity(head: GenesisHead) -> str:
@@ -175,8 +177,9 @@ class AkashChain:
             if pruned is not None:
                 lowest = int(pruned.group(1))
                 return [], FeedGap(height, max(height, lowest - 1), "pruned")
-            if not any(text in str(e) for text in _RESULTS_NOT_KEPT):
-                raise
+            never_stored = _NO_RESULTS in str(e) and height + _SETTLED <= max(self.blocks.tip, self._seen[0])
+            if _NOT_PERSISTING not in str(e) and not never_stored:
+                raise  # e.g. the newest block, whose results are stored just after it: asked again
             # results not kept (discard_abci_responses, or a state-synced node's first heights): the
             # transactions' events are still in the tx index; the block's own events are lost
             try:

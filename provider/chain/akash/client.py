@@ -87,7 +87,7 @@ class GenesisHead:
 _GENESIS_FIELDS = (
     re.compile(rb'"genesis_time"\s*:\s*"([^"]+)"'),
     re.compile(rb'"chain_id"\s*:\s*"([^"]+)"'),
-    re.compile(rb'"initial_height"\s*:\s*"?(\d+)"?'),
+    re.compile(rb'"initial_height"\s*:\s*"?(\d+)(?:"|[,}\s])'),  # the whole number, never a prefix of it
 )
 _CHUNK_DATA = re.compile(rb'"data"\s*:\s*"([A-Za-z0-9+/=]*)')
 
@@ -233,17 +233,28 @@ class AkashClient:
 
     async def tx_events(self, height: int) -> list[dict[str, Any]]:
         """The events of every transaction of one block, in block order, from the node's transaction index
-        (for nodes that do not keep block results). Raises when the node indexes no transactions."""
+        (for nodes that do not keep block results). Raises when the node indexes no transactions, and
+        (unreachable: asked again) while the index has fewer of the block's transactions than the block
+        holds: the index is written after the block."""
+        block = await self.rpc("block", height=height)
+        expected = len(((block.get("block") or {}).get("data") or {}).get("txs") or [])
         events: list[dict[str, Any]] = []
+        found_txs = 0
         page = 1
-        while True:
+        while expected:
             found = await self.rpc("tx_search", query=f'"tx.height={height}"', page=page, per_page=100)
             txs = sorted(found.get("txs") or [], key=lambda t: int(t.get("index", 0)))
+            found_txs += len(txs)
             for t in txs:
                 events += (t.get("tx_result") or {}).get("events") or []
             if page * 100 >= int(found.get("total_count") or 0):
-                return events
+                break
             page += 1
+        if found_txs < expected:
+            raise ChainError(
+                UNREACHABLE, f"the tx index has {found_txs} of the {expected} transactions of block {height} yet"
+            )
+        return events
 
     # -- accounts ----------------------------------------------------------------------------------
     async def account(self, address: str) -> Account | None:
