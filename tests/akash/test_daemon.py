@@ -191,18 +191,25 @@ def test_the_daemon_bids_once_per_order_through_a_crash_and_a_node_restart(
     assert all(n == 1 for n in counts.values()), counts
 
 
+def skipped_with_reason(devnet: AkashDevnet, chain: DevnetState, daemon: Daemon, sdl: Path, reason: str) -> int:
+    """Deploy ``sdl`` as the tenant once the daemon follows the chain; assert it is skipped with ``reason``
+    (the metric moves) and never bid on (the chain's own index). Its dseq."""
+    until(lambda: daemon.metric("gpu_provider_chain_feed_last_poll_timestamp_seconds"), "the feed to run", daemon)
+    before = daemon.metric("gpu_provider_orders_skipped_total", reason=reason)
+    dseq = deploy(devnet, chain, sdl)
+    until(
+        lambda: daemon.metric("gpu_provider_orders_skipped_total", reason=reason) > before,
+        f"the order to be skipped ({reason})",
+        daemon,
+    )
+    assert our_bid(devnet, chain, dseq) is None
+    assert bid_transactions(devnet, chain)[(chain.keys["tenant"], dseq)] == 0
+    return dseq
+
+
 def test_an_order_the_policy_rejects_is_skipped_with_its_reason(
     devnet: AkashDevnet, chain: DevnetState, daemon: Daemon, tmp_path: Path
 ) -> None:
     a100 = tmp_path / "a100.yaml"
     a100.write_text(GPU_SDL.read_text().replace("model: h100", "model: a100"))
-    until(lambda: daemon.metric("gpu_provider_bids_placed_total") >= 1, "the daemon to be bidding", daemon)
-    before = daemon.metric("gpu_provider_orders_skipped_total", reason="gpu_model_not_offered")
-    dseq = deploy(devnet, chain, a100)
-    until(
-        lambda: daemon.metric("gpu_provider_orders_skipped_total", reason="gpu_model_not_offered") > before,
-        "the a100 order to be skipped",
-        daemon,
-    )
-    assert our_bid(devnet, chain, dseq) is None
-    assert bid_transactions(devnet, chain)[(chain.keys["tenant"], dseq)] == 0
+    skipped_with_reason(devnet, chain, daemon, a100, "gpu_model_not_offered")

@@ -185,20 +185,21 @@ def test_an_akash_lease_from_the_cli_runs_on_the_real_node_pays_and_goes_away(
     # the tenant closes with Akash's CLI: the lease closes on chain and the namespace goes
     devnet.tx(chain, "tenant", "deployment", "close", "--dseq", str(dseq))
 
-    def gone() -> bool:
-        try:
-            core.read_namespace(ns)
-        except client.ApiException as e:
-            return e.status == 404
-        return False
-
-    until(gone, "the lease's namespace to go", daemon)
+    until(lambda: namespace_gone(core, ns), "the lease's namespace to go", daemon)
     lease = devnet._get(
         f"{chain.rest}/akash/market/v1beta5/leases/info?id.owner={tenant}&id.dseq={dseq}&id.gseq=1&id.oseq=1"
         f"&id.provider={provider}"
     )
     assert lease["lease"]["state"] == "closed"
     assert "lease earnings withdrawn" in daemon.logs()
+
+
+def namespace_gone(core: client.CoreV1Api, name: str) -> bool:
+    try:
+        core.read_namespace(name)
+    except client.ApiException as e:
+        return bool(e.status == 404)
+    return False
 
 
 def _try(call: Any) -> Any:

@@ -82,43 +82,58 @@ def namespace_on_node(api: client.ApiClient) -> Iterator[str]:
         core.delete_namespace(name)
 
 
+def restricted_pod(name: str, image: str, node: str, command: list[str], **spec: Any) -> dict[str, Any]:
+    """A pod under the restricted securityContext the chart uses, run once on ``node``."""
+    container: dict[str, Any] = {
+        "name": "provider",
+        "image": image,
+        "command": command,
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]},
+        },
+    }
+    if "volumeMounts" in spec:
+        container["volumeMounts"] = spec.pop("volumeMounts")
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name},
+        "spec": {
+            "nodeName": node,
+            "restartPolicy": "Never",
+            "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+            "containers": [container],
+            **spec,
+        },
+    }
+
+
+def run_to_completion(core: client.CoreV1Api, namespace: str, pod: dict[str, Any]) -> str:
+    """Create ``pod``, wait (generously) for it to end, assert it succeeded; its log."""
+    name = pod["metadata"]["name"]
+    core.create_namespaced_pod(namespace, pod)
+    deadline = time.monotonic() + 300
+    phase = ""
+    while time.monotonic() < deadline:
+        phase = core.read_namespaced_pod(name, namespace).status.phase
+        if phase in ("Succeeded", "Failed"):
+            break
+        time.sleep(1)
+    logs: str = core.read_namespaced_pod_log(name, namespace) if phase else ""
+    assert phase == "Succeeded", f"phase {phase!r}; logs:\n{logs}"
+    return logs
+
+
 def test_the_image_runs_on_the_real_node_restricted(
     builder: ImageBuilder, provider_image: str, real_node: dict[str, Any], api: client.ApiClient, namespace_on_node: str
 ) -> None:
     ref = builder.push(provider_image, str(real_node["registry"]))
     core = client.CoreV1Api(api)
-    pod = {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": "provider-image"},
-        "spec": {
-            "nodeName": real_node["name"],
-            "restartPolicy": "Never",
-            "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
-            "containers": [
-                {
-                    "name": "provider",
-                    "image": ref,
-                    "command": ["sh", "-c", f"gpu-provider --version && gpu-provider sdl check {EXAMPLE} && id -u"],
-                    "securityContext": {
-                        "allowPrivilegeEscalation": False,
-                        "readOnlyRootFilesystem": True,
-                        "capabilities": {"drop": ["ALL"]},
-                    },
-                }
-            ],
-        },
-    }
-    core.create_namespaced_pod(namespace_on_node, pod)
-    deadline = time.monotonic() + 300
-    phase = ""
-    while time.monotonic() < deadline:
-        phase = core.read_namespaced_pod("provider-image", namespace_on_node).status.phase
-        if phase in ("Succeeded", "Failed"):
-            break
-        time.sleep(1)
-    logs = core.read_namespaced_pod_log("provider-image", namespace_on_node) if phase else ""
-    assert phase == "Succeeded", f"phase {phase!r}; logs:\n{logs}"
+    command = ["sh", "-c", f"gpu-provider --version && gpu-provider sdl check {EXAMPLE} && id -u"]
+    pod = restricted_pod("provider-image", ref, real_node["name"], command)
+    logs = run_to_completion(core, namespace_on_node, pod)
     assert logs.startswith("gpu-provider 0.1.0") and logs.strip().endswith("65532"), logs
 
 
@@ -166,41 +181,16 @@ def test_the_image_runs_chain_kind_akash_and_reaches_the_devnet(
             "data": {"provider.yaml": yaml.safe_dump(config), "key": chain.mnemonics["provider"] + "\n"},
         },
     )
-    pod = {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": "provider-akash"},
-        "spec": {
-            "nodeName": real_node["name"],
-            "hostNetwork": True,
-            "restartPolicy": "Never",
-            "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
-            "volumes": [{"name": "gp", "configMap": {"name": "gp", "defaultMode": 0o444}}],
-            "containers": [
-                {
-                    "name": "provider",
-                    "image": ref,
-                    "command": ["python3", "-c", REACH_AKASH],
-                    "volumeMounts": [{"name": "gp", "mountPath": "/etc/gp", "readOnly": True}],
-                    "securityContext": {
-                        "allowPrivilegeEscalation": False,
-                        "readOnlyRootFilesystem": True,
-                        "capabilities": {"drop": ["ALL"]},
-                    },
-                }
-            ],
-        },
-    }
-    core.create_namespaced_pod(namespace_on_node, pod)
-    deadline = time.monotonic() + 300
-    phase = ""
-    while time.monotonic() < deadline:
-        phase = core.read_namespaced_pod("provider-akash", namespace_on_node).status.phase
-        if phase in ("Succeeded", "Failed"):
-            break
-        time.sleep(1)
-    logs = core.read_namespaced_pod_log("provider-akash", namespace_on_node) if phase else ""
-    assert phase == "Succeeded", f"phase {phase!r}; logs:\n{logs}"
+    pod = restricted_pod(
+        "provider-akash",
+        ref,
+        real_node["name"],
+        ["python3", "-c", REACH_AKASH],
+        hostNetwork=True,
+        volumes=[{"name": "gp", "configMap": {"name": "gp", "defaultMode": 0o444}}],
+        volumeMounts=[{"name": "gp", "mountPath": "/etc/gp", "readOnly": True}],
+    )
+    logs = run_to_completion(core, namespace_on_node, pod)
     found = json.loads(logs.strip().splitlines()[-1])
     assert found["chain_id"] == chain.chain_id and found["address"] == chain.keys["provider"]
     assert found["genesis"] == status_of(chain).genesis

@@ -315,13 +315,28 @@ class AkashClient:
         deadline = time.monotonic() + limit
         delay = 0.2
         while True:
-            found = await self.rest(f"/cosmos/tx/v1beta1/txs/{tx_hash}")
-            if found is not None and isinstance(found.get("tx_response"), dict):
-                response: dict[str, Any] = found["tx_response"]
-                if int(response.get("code", 0)):
-                    raise tx_error(
-                        int(response["code"]), str(response.get("codespace", "")), str(response.get("raw_log")), what
-                    )
+            # the RPC's tx index, not REST GetTx: that one also reads the tx's block, which a node that
+            # prunes may no longer have by the time we ask
+            try:
+                found: dict[str, Any] | None = await self.rpc("tx", hash="0x" + tx_hash)
+            except ChainError as e:
+                if "indexing is disabled" in str(e):
+                    raise ChainError("no_tx_index", f"{self.rpc_url} indexes no transactions (docs/akash.md)") from e
+                found = None  # not in a block yet (or the node did not answer): asked again
+            if found is not None and isinstance(found.get("tx_result"), dict):
+                result = found["tx_result"]
+                code, codespace = int(result.get("code") or 0), str(result.get("codespace") or "")
+                raw_log = str(result.get("log") or "")
+                if code:
+                    raise tx_error(code, codespace, raw_log, what)
+                response: dict[str, Any] = {
+                    "txhash": tx_hash,
+                    "height": str(found.get("height", "")),
+                    "code": code,
+                    "codespace": codespace,
+                    "raw_log": raw_log,
+                    "events": result.get("events") or [],
+                }
                 return response
             if time.monotonic() > deadline:
                 raise ChainError(UNREACHABLE, f"{what} ({tx_hash}) was not in a block after {limit:g} s", 504)
