@@ -244,7 +244,9 @@ class AkashDevnet:
             return None
 
     # up / down ------------------------------------------------------------------------------------------
-    def up(self, timeout: float = 180, progress: bool = False) -> DevnetState:
+    def up(self, timeout: float = 180, progress: bool = False, fund: bool = True) -> DevnetState:
+        """A running devnet (this one if it runs). ``fund=False`` skips the oracle price, the ACT mints and
+        the tenant's certificate (the keys still hold AKT): enough for a chain that is only followed."""
         state = self.load()
         if state is not None and self.running(state) and self.height(state) > self.shape.initial_height:
             return state
@@ -259,7 +261,8 @@ class AkashDevnet:
         try:
             self._init(state)
             self._start(state, timeout, first_height=self.shape.initial_height + 1)
-            self._fund_act(state, timeout)
+            if fund:
+                self._fund_act(state, timeout)
         except BaseException:
             self.down()
             raise

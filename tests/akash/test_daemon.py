@@ -85,10 +85,15 @@ def until(check: Any, what: str, daemon: Daemon, timeout: float = WAIT) -> Any:
     pytest.fail(f"timed out waiting for {what}:\n{daemon.tail()}")
 
 
-def deploy(devnet: AkashDevnet, chain: DevnetState, sdl_path: Path = GPU_SDL) -> int:
+def deploy_at(devnet: AkashDevnet, chain: DevnetState, sdl_path: Path = GPU_SDL) -> tuple[int, int]:
+    """A deployment made by the tenant with the real CLI: its dseq and the height of the block it is in."""
     result = devnet.tx(chain, "tenant", "deployment", "create", str(sdl_path), "--deposit", "5000000uact")
     created = next(e for e in result["events"] if e["type"] == "akash.deployment.v1.EventDeploymentCreated")
-    return int(json.loads({a["key"]: a["value"] for a in created["attributes"]}["id"])["dseq"])
+    return int(json.loads({a["key"]: a["value"] for a in created["attributes"]}["id"])["dseq"]), int(result["height"])
+
+
+def deploy(devnet: AkashDevnet, chain: DevnetState, sdl_path: Path = GPU_SDL) -> int:
+    return deploy_at(devnet, chain, sdl_path)[0]
 
 
 def our_bid(devnet: AkashDevnet, chain: DevnetState, dseq: int) -> dict[str, Any] | None:

@@ -35,6 +35,7 @@ from tests.akash.test_daemon import (
     akash_daemon,
     bid_transactions,
     deploy,
+    deploy_at,
     our_bid,
     skipped_with_reason,
     until,
@@ -102,9 +103,9 @@ def test_an_order_made_in_a_pruned_gap_is_bid_on(devnet: AkashDevnet, chain: Dev
     assert daemon.proc is not None
     os.killpg(daemon.proc.pid, signal.SIGSTOP)  # frozen: its cursor stays where it is while the node prunes
     try:
-        in_gap = deploy(devnet, chain)
+        in_gap, block = deploy_at(devnet, chain)
         deadline = time.monotonic() + 180
-        while int(rpc_status(devnet, chain)["earliest_block_height"]) <= in_gap:  # the order's own block is gone
+        while int(rpc_status(devnet, chain)["earliest_block_height"]) <= block:  # the order's own block is gone
             assert time.monotonic() < deadline, "the devnet did not prune the order's block"
             time.sleep(1)
     finally:
@@ -187,40 +188,37 @@ def test_a_node_without_block_results_is_followed_through_its_tx_index(
         daemon.stop()
 
 
-def test_a_reset_chain_is_a_new_chain(tmp_path: Path) -> None:
-    """A height-1 chain, reset (same chain id, new genesis): the daemon drops its cursor and starts over
-    with a catch-up, as it always did; the height-1 chain's older identity (its first block's hash) is
-    still recognised, so an install from before the identity changed keeps its cursor."""
-    net = AkashDevnet(tmp_path / "devnet")
+def test_a_reset_chain_is_a_new_chain(discarding: tuple[AkashDevnet, DevnetState], tmp_path: Path) -> None:
+    """A height-1 chain (the discarding node; last in this module), reset (same chain id, new genesis): the
+    daemon drops its cursor and starts over with a catch-up, as it always did; the height-1 chain's older
+    identity (its first block's hash) is still recognised, so an install from before the identity changed
+    keeps its cursor."""
+    net, chain = discarding
+    before = status_of(chain)
+    first_block = rpc_status(net, chain)["earliest_block_hash"]
+    assert before.names(first_block) and before.names(first_block[:63]) and before.genesis != first_block
+    daemon = akash_daemon(chain, tmp_path / "home-1")
+    state_dir = tmp_path / "home-1" / "state"
     try:
-        chain = net.up(timeout=300)
-        before = status_of(chain)
-        first_block = rpc_status(net, chain)["earliest_block_hash"]
-        assert before.names(first_block) and before.names(first_block[:63]) and before.genesis != first_block
-        daemon = akash_daemon(chain, tmp_path / "home-1")
-        state_dir = tmp_path / "home-1" / "state"
-        try:
-            until((state_dir / "chain-cursor").is_file, "the daemon's cursor", daemon)
-        finally:
-            daemon.stop()
-        saved = json.loads((state_dir / "chain-cursor").read_text())
-        assert saved["genesis"] == before.genesis
-        net.down()
-        chain = net.up(timeout=300)  # the same chain id, a new genesis
-        after = status_of(chain)
-        assert after.chain_id == before.chain_id and after.genesis != before.genesis
-        assert not after.names(before.genesis) and not after.names(first_block)
-        (tmp_path / "home-2").mkdir()
-        (tmp_path / "home-2" / "state").symlink_to(state_dir)  # the same state directory, a new node
-        daemon = akash_daemon(chain, tmp_path / "home-2")
-        try:
-            until(lambda: daemon.metric("gpu_provider_chain_resets_total") >= 1, "the reset to be noticed", daemon)
-            until(
-                lambda: json.loads((state_dir / "chain-cursor").read_text())["genesis"] == after.genesis,
-                "the cursor to move to the new chain",
-                daemon,
-            )
-        finally:
-            daemon.stop()
+        until((state_dir / "chain-cursor").is_file, "the daemon's cursor", daemon)
     finally:
-        net.down()
+        daemon.stop()
+    saved = json.loads((state_dir / "chain-cursor").read_text())
+    assert saved["genesis"] == before.genesis
+    net.down()
+    chain = net.up(timeout=300, fund=False)  # the same chain id, a new genesis
+    after = status_of(chain)
+    assert after.chain_id == before.chain_id and after.genesis != before.genesis
+    assert not after.names(before.genesis) and not after.names(first_block)
+    (tmp_path / "home-2").mkdir()
+    (tmp_path / "home-2" / "state").symlink_to(state_dir)  # the same state directory, a new node
+    daemon = akash_daemon(chain, tmp_path / "home-2")
+    try:
+        until(lambda: daemon.metric("gpu_provider_chain_resets_total") >= 1, "the reset to be noticed", daemon)
+        until(
+            lambda: json.loads((state_dir / "chain-cursor").read_text())["genesis"] == after.genesis,
+            "the cursor to move to the new chain",
+            daemon,
+        )
+    finally:
+        daemon.stop()
