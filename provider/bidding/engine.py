@@ -23,7 +23,7 @@ import json
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
@@ -36,6 +36,7 @@ from provider.chain.types import BidId, Coin, Event, FeedGap, Order, OrderId
 from provider.domain import UnitDemand
 from provider.errors import ProviderError
 from provider.files import write_private
+from provider.inventory.cluster import NodeInventory
 from provider.inventory.reservations import DEFAULT_HOLD_BLOCKS, NoFit, Reservation
 from provider.metrics import BidMetrics
 from provider.money import Dec
@@ -196,7 +197,7 @@ class BidEngine:
         for n, storage_class in enumerate(sorted(self.config.storage_classes), start=1):
             attrs[f"capabilities/storage/{n}/class"] = storage_class
             attrs[f"capabilities/storage/{n}/persistent"] = "true"
-        for offer in sorted(offers, key=lambda o: (o.model, o.ram_class, o.interface)):
+        for offer in offers:
             base = f"capabilities/gpu/vendor/nvidia/model/{offer.model}"
             attrs[base] = "true"
             attrs[f"{base}/ram/{offer.ram_class}"] = "true"
@@ -796,7 +797,7 @@ class BidEngine:
         return await self.pricing.price(group, gpu_models, order.id.owner)
 
 
-def gpu_capabilities(nodes: Any) -> frozenset[GpuOffer]:
+def gpu_capabilities(nodes: Iterable[NodeInventory]) -> frozenset[GpuOffer]:
     """The GPU models to publish on chain: every node's model, whether it sells now or not (a node
     NotReady, cordoned or between device-plugin restarts comes back; bids still check it sells), except
     shared GPUs, which are never sold whole."""

@@ -161,10 +161,11 @@ class AkashChain:
         await self.blocks.seen(height)
         return replace(self._identity, height=height)
 
-    async def block_events(self, height: int) -> tuple[list[Event], FeedGap | None]:
+    async def block_events(self, height: int, tip: int = 0) -> tuple[list[Event], FeedGap | None]:
         """The events of one block that the engine follows, each with its position in the block (every
         transaction's events in order, then the block's own). A node that no longer has the height, or
-        keeps no block results, answers with a gap instead (see ``events``)."""
+        keeps no block results, answers with a gap instead (see ``events``); ``tip`` (the chain's height)
+        tells results never stored from results not stored yet."""
         try:
             result = await self.client.rpc("block_results", height=height)
             raw: list[dict[str, Any]] = []
@@ -177,7 +178,7 @@ class AkashChain:
             if pruned is not None:
                 lowest = int(pruned.group(1))
                 return [], FeedGap(height, max(height, lowest - 1), "pruned")
-            never_stored = _NO_RESULTS in str(e) and height + _SETTLED <= max(self.blocks.tip, self._seen[0])
+            never_stored = _NO_RESULTS in str(e) and height + _SETTLED <= tip
             if _NOT_PERSISTING not in str(e) and not never_stored:
                 raise  # e.g. the newest block, whose results are stored just after it: asked again
             # results not kept (discard_abci_responses, or a state-synced node's first heights): the
@@ -225,7 +226,7 @@ class AkashChain:
         cursor = after
         gap: FeedGap | None = None
         for h in range(first, min(tip, first + self.max_blocks - 1) + 1):
-            events, missing = await self.block_events(h)
+            events, missing = await self.block_events(h, tip)
             for event in events:
                 if (event.height, event.index) > (height, index):
                     found.append(event)
